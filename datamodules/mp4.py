@@ -1,0 +1,37 @@
+"""Encode RGB frames to H.264 mp4 bytes with PyAV (libx264, yuv420p)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from fractions import Fraction
+
+import av
+import numpy as np
+
+
+def encode_mp4(
+    frames: Sequence[np.ndarray], fps: int, pts: Sequence[int] | None = None, crf: int = 18
+) -> bytes:
+    """``frames``: uint8 ``h w c`` arrays (even h, w). ``pts``: optional frame times in units of 1/(fps*10)
+    seconds; irregular values make a variable-frame-rate file. Returns the mp4 bytes."""
+    if not frames:
+        raise ValueError("encode_mp4 needs at least one frame, got 0")
+    height, width = frames[0].shape[:2]
+    time_base = Fraction(1, fps * 10)
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.time_base = time_base
+        stream.codec_context.time_base = time_base
+        stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
+        for index, array in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+            frame.pts = index * 10 if pts is None else int(pts[index])
+            frame.time_base = time_base
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()

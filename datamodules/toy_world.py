@@ -1,0 +1,128 @@
+"""The toy world: one coloured shape on a coloured background, still (images) or moving (videos)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+COLORS: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("red", (220, 40, 40)),
+    ("green", (40, 170, 60)),
+    ("blue", (40, 70, 220)),
+    ("yellow", (240, 210, 40)),
+    ("purple", (140, 50, 180)),
+    ("orange", (245, 140, 30)),
+    ("white", (245, 245, 245)),
+    ("black", (20, 20, 20)),
+    ("pink", (240, 130, 190)),
+    ("cyan", (40, 200, 210)),
+)
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross")
+SUPERSAMPLE = 2  # draw at 2x and downsample for smooth edges
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A shape of ``size`` (fraction of the frame) at ``(x, y)`` (fractions), moving ``(vx, vy)``/s."""
+
+    shape: str
+    color: int  # index into COLORS
+    background: int
+    size: float
+    x: float
+    y: float
+    vx: float = 0.0
+    vy: float = 0.0
+    pulse: float = 0.0  # relative size oscillation amplitude (videos)
+
+
+def random_scene(rng: np.random.Generator, moving: bool) -> Scene:
+    color, background = rng.choice(len(COLORS), size=2, replace=False)
+    size = float(rng.uniform(0.2, 0.45))
+    speed = float(rng.uniform(0.15, 0.5)) if moving else 0.0
+    angle = float(rng.uniform(0.0, 2 * math.pi))
+    return Scene(
+        shape=SHAPES[int(rng.integers(len(SHAPES)))],
+        color=int(color),
+        background=int(background),
+        size=size,
+        x=float(rng.uniform(size / 2, 1 - size / 2)),
+        y=float(rng.uniform(size / 2, 1 - size / 2)),
+        vx=speed * math.cos(angle),
+        vy=speed * math.sin(angle),
+        pulse=float(rng.uniform(0.0, 0.3)) if moving and rng.random() < 0.5 else 0.0,
+    )
+
+
+def _bounce(position: float, half: float) -> float:
+    """Reflect a coordinate into [half, 1 - half] (the shape bounces off the walls)."""
+    low, span = half, max(1e-6, 1.0 - 2 * half)
+    phase = (position - low) % (2 * span)
+    return low + (phase if phase <= span else 2 * span - phase)
+
+
+def scene_at(scene: Scene, seconds: float) -> tuple[float, float, float]:
+    """(x, y, size) of the shape at time ``seconds``."""
+    size = scene.size * (1.0 + scene.pulse * math.sin(2 * math.pi * seconds / 1.5))
+    half = size / 2
+    return _bounce(scene.x + scene.vx * seconds, half), _bounce(scene.y + scene.vy * seconds, half), size
+
+
+def _outline(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
+    if shape == "triangle":
+        return [(cx, cy - r), (cx + r * 0.87, cy + r * 0.5), (cx - r * 0.87, cy + r * 0.5)]
+    if shape == "diamond":
+        return [(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)]
+    t = r / 3
+    return [
+        (cx - t, cy - r),
+        (cx + t, cy - r),
+        (cx + t, cy - t),
+        (cx + r, cy - t),
+        (cx + r, cy + t),
+        (cx + t, cy + t),
+        (cx + t, cy + r),
+        (cx - t, cy + r),
+        (cx - t, cy + t),
+        (cx - r, cy + t),
+        (cx - r, cy - t),
+        (cx - t, cy - t),
+    ]
+
+
+def draw_scene(scene: Scene, resolution: int, seconds: float = 0.0) -> Image.Image:
+    """The scene at time ``seconds`` as an RGB image of ``resolution`` x ``resolution`` pixels."""
+    canvas = resolution * SUPERSAMPLE
+    image = Image.new("RGB", (canvas, canvas), COLORS[scene.background][1])
+    draw = ImageDraw.Draw(image)
+    x, y, size = scene_at(scene, seconds)
+    cx, cy, r = x * canvas, y * canvas, size * canvas / 2
+    fill = COLORS[scene.color][1]
+    if scene.shape == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif scene.shape == "square":
+        draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    else:
+        draw.polygon(_outline(scene.shape, cx, cy, r), fill=fill)
+    return image.resize((resolution, resolution), Image.Resampling.BOX)
+
+
+def _where(scene: Scene) -> str:
+    vertical = "top" if scene.y < 0.38 else "bottom" if scene.y > 0.62 else ""
+    horizontal = "left" if scene.x < 0.38 else "right" if scene.x > 0.62 else ""
+    place = " ".join(part for part in (vertical, horizontal) if part)
+    return f" at the {place}" if place else " in the middle"
+
+
+def caption_of(scene: Scene) -> str:
+    """E.g. ``"a small red circle at the top left on a blue background"``; videos add how it moves."""
+    size = "small " if scene.size < 0.28 else "large " if scene.size > 0.38 else ""
+    color, background = COLORS[scene.color][0], COLORS[scene.background][0]
+    if scene.vx == 0.0 and scene.vy == 0.0:
+        return f"a {size}{color} {scene.shape}{_where(scene)} on a {background} background"
+    direction = "right" if scene.vx > 0 else "left"
+    pulsing = " and pulsing" if scene.pulse > 0 else ""
+    return f"a {size}{color} {scene.shape} moving {direction}{pulsing} on a {background} background"

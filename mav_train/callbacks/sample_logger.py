@@ -1,0 +1,73 @@
+"""Every N steps, on rank zero, sample a few images or videos with the EMA weights; save them and log to W&B."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from typing_extensions import override
+
+from mav_train.media import save_image_grid, save_video_grid
+
+log = logging.getLogger(__name__)
+
+
+class SampleLogger(L.Callback):
+    """Conditions are taken from the first training batch and kept fixed, so samples are comparable over time."""
+
+    def __init__(self, out_dir: str | Path, every_n_steps: int, num_samples: int, steps: int | None = None,
+                 guidance_scale: float | None = None, seed: int = 0):
+        self.out_dir = Path(out_dir)
+        self.every_n_steps = every_n_steps
+        self.num_samples = num_samples
+        self.steps = steps
+        self.guidance_scale = guidance_scale
+        self.seed = seed
+        self._batch: dict | None = None
+
+    @override
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch: dict, batch_idx: int) -> None:
+        if self._batch is None:
+            self._batch = {k: (v[: self.num_samples].detach().clone() if torch.is_tensor(v) else
+                               (v[: self.num_samples] if isinstance(v, list) else v)) for k, v in batch.items()}
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != getattr(self, "_last", -1):
+            self._last = step
+            self.log_samples(trainer, pl_module, step)
+
+    @override
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        if self._batch is not None and trainer.global_step != getattr(self, "_last", -1):
+            self.log_samples(trainer, pl_module, trainer.global_step)
+
+    @rank_zero_only
+    def log_samples(self, trainer: L.Trainer, pl_module, step: int) -> None:
+        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            samples = pl_module.sample_from_batch(self._batch, self.num_samples, generator=generator,
+                                                  steps=self.steps, guidance_scale=self.guidance_scale)
+        finally:
+            pl_module.train(was_training)
+        samples = samples.float().cpu()
+        if samples.ndim == 5:
+            fps = float(self._batch["fps"][0]) if "fps" in self._batch else 8.0
+            path = save_video_grid(samples, self.out_dir / f"step{step:07d}.mp4", fps=fps)
+            self._to_wandb(trainer, "samples/video", path, step, video=True, fps=fps)
+        else:
+            path = save_image_grid(samples, self.out_dir / f"step{step:07d}.png")
+            self._to_wandb(trainer, "samples/image", path, step, video=False)
+        log.info("saved samples to %s", path)
+
+    def _to_wandb(self, trainer: L.Trainer, key: str, path: Path, step: int, video: bool, fps: float = 8.0) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                if video:
+                    logger.log_video(key, [str(path)], step=step, fps=[int(round(fps))], format=["mp4"])
+                else:
+                    logger.log_image(key, [str(path)], step=step)

@@ -1,0 +1,82 @@
+"""``fit``: train one component from its recipe."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+
+from datamodules.factory import build_datamodule
+from mav_train.components.init import initialise_from_checkpoint
+from mav_train.components.registry import COMPONENTS, component_class
+from mav_train.config.load import load_config, save_config
+from mav_train.config.validate import validate
+from mav_train.training import build_trainer, resume_checkpoint, with_run_dir
+
+HELP = """\
+Train one component (decoder, temporal_decoder, ...) from a recipe.
+
+usage: python -m mav_train fit recipe=NAME [key=value ...]
+
+  python -m mav_train fit recipe=demo/decoder                 tiny decoder on the built-in toy data (CPU)
+  python -m mav_train fit recipe=demo/temporal_decoder init.checkpoint=runs/demo/decoder/last.ckpt
+  python -m mav_train fit recipe=decoder data.shards='/data/laion/{00000..09999}.tar'
+  python -m mav_train fit recipe=temporal_decoder init.checkpoint=runs/decoder/last.ckpt \\
+      data.shards='/data/webvid/{00000..09999}.tar' trainer.devices=8 trainer.strategy=ddp
+
+The run directory (run_dir, default runs/<recipe>) receives config.yaml (the fully resolved config),
+last.ckpt and best-*.ckpt, samples/ and the W&B run (offline unless W&B credentials are configured).
+Rerunning with an existing run_dir resumes from its last.ckpt (checkpoint.resume=never starts afresh).
+init.checkpoint starts from an earlier component: decoder -> temporal_decoder inflates the image UNet into the
+video UNet with every new temporal layer at the identity."""
+
+log = logging.getLogger("mav_train")
+
+
+def recipe_and_overrides(args: list[str]) -> tuple[str, list[str]]:
+    recipes = [a.split("=", 1)[1] for a in args if a.startswith("recipe=")]
+    if not recipes:
+        from mav_train.config.load import ConfigError
+
+        raise ConfigError("missing required config value 'recipe' (e.g. recipe=demo/decoder; see `recipes`)")
+    return recipes[-1], [a for a in args if not a.startswith("recipe=")]
+
+
+def prepare_run(args: list[str]):
+    """Load, validate and freeze the config; create the run directory and save the resolved config there."""
+    recipe, overrides = recipe_and_overrides(args)
+    cfg = load_config(recipe, overrides)
+    if cfg.unet.temporal and cfg.model.freeze_spatial and not cfg.init.checkpoint:
+        # Nothing to preserve: frozen random spatial layers would make the run useless.
+        log.info("no init.checkpoint: training all layers of %s (model.freeze_spatial applies only when "
+                 "inflating a trained image model)", cfg.component)
+        cfg = load_config(recipe, [*overrides, "model.freeze_spatial=false"])
+    cfg = with_run_dir(cfg)
+    validate(cfg, COMPONENTS)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return cfg, run_dir
+
+
+def run(args: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cfg, run_dir = prepare_run(args)
+    L.seed_everything(cfg.trainer.seed, workers=True)
+    datamodule = build_datamodule(cfg.data, cache_dir=cfg.cache_dir)
+    module = component_class(cfg.component)(cfg)
+    resume = resume_checkpoint(cfg, run_dir)
+    if resume:
+        log.info("resuming from %s", resume)
+    elif cfg.init.checkpoint:
+        log.info(initialise_from_checkpoint(module, cfg.init.checkpoint))
+    elif cfg.unet.temporal:
+        log.info("init.checkpoint is not set: training %s from scratch (no image decoder to inflate)",
+                 cfg.component)
+    trainer = build_trainer(cfg, run_dir)
+    if trainer.is_global_zero:
+        save_config(cfg, run_dir / "config.yaml")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    if trainer.is_global_zero:
+        print(f"done: step {trainer.global_step}; checkpoints, config.yaml and samples/ are in {run_dir}")
+    return 0

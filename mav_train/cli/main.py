@@ -1,0 +1,60 @@
+"""Command-line entry: one dict maps verbs to the modules that implement them.
+
+Each verb module exposes ``HELP`` (its --help text, first line = summary) and ``run(args: list[str]) -> int``.
+Configuration errors are printed as one line (no traceback) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from mav_train.config.load import ConfigError
+
+VERBS = {
+    "fit": "mav_train.cli.fit",
+    "sample": "mav_train.cli.sample",
+    "prepare": "mav_train.cli.prepare",
+    "recipes": "mav_train.cli.recipes",
+}
+
+OVERRIDES_HELP = """\
+Configuration: every verb that trains or samples takes recipe=NAME and any number of key=value overrides.
+  recipe=demo/decoder             a recipe under recipes/ (or a path to a .yaml file); see `recipes`
+  trainer.max_steps=200           dotted keys into the typed schema (mav_train/config/schema.py)
+  data.shards='/data/{00000..00099}.tar'   brace patterns are passed through to WebDataset
+  data.filters='pwatermark<0.5'   a list key accepts one value or [a,b]
+  logger=none                     shorthand for logger.kind=none (wandb | csv | none)
+Unknown keys, wrong types and missing values fail before any work starts, naming the key."""
+
+
+def _verb_module(name: str):
+    return importlib.import_module(VERBS[name])
+
+
+def usage() -> str:
+    lines = ["usage: python -m mav_train VERB [key=value ...] [--help]", "", "verbs:"]
+    for name in VERBS:
+        summary = _verb_module(name).HELP.strip().splitlines()[0]
+        lines.append(f"  {name:<12} {summary}")
+    return "\n".join(lines + ["", OVERRIDES_HELP])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    verb, args = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"mav_train: unknown verb '{verb}'; known verbs: {', '.join(VERBS)}", file=sys.stderr)
+        return 2
+    module = _verb_module(verb)
+    if "-h" in args or "--help" in args:
+        print(module.HELP.strip())
+        return 0
+    try:
+        return int(module.run(args) or 0)
+    except ConfigError as err:
+        print(f"mav_train {verb}: config error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,20 @@
+"""``recipes``: list every recipe with its one-line description."""
+
+from __future__ import annotations
+
+from mav_train.config.load import list_recipe_names, read_recipe
+
+HELP = """\
+List every recipe with its component and one-line description.
+
+usage: python -m mav_train recipes"""
+
+
+def run(args: list[str]) -> int:
+    names = list_recipe_names()
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        data = read_recipe(name)
+        description = str(data.get("description", "")).strip().splitlines()
+        print(f"{name:<{width}}  {description[0] if description else ''}")
+    return 0

@@ -1,0 +1,245 @@
+"""The shared diffusion LightningModule every Make-A-Video component stands on.
+
+A component only says how a batch becomes ``(x0, conditions)`` (:meth:`prepare_batch`) and which network it
+builds; the diffusion training step, validation loss, condition dropout for classifier-free guidance, EMA,
+optimiser/schedule and sampling live here once.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+from einops import repeat
+from lightning.pytorch.utilities import grad_norm
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+from typing_extensions import override
+
+from datamodules.skips import SkipTally
+from mav_train.config.load import config_from_container
+from mav_train.diffusion import GaussianDiffusion
+from mav_train.nn.encoders import FrozenCLIP
+from mav_train.nn.unet import UNet
+
+
+@dataclass
+class Conditions:
+    """Everything the network is conditioned on besides ``x_t`` and ``t`` (all optional)."""
+
+    image_emb: Tensor | None = None  # (b, cond_dim) CLIP image embedding
+    text_states: Tensor | None = None  # (b, n, text_dim) per-token CLIP text states
+    text_mask: Tensor | None = None  # (b, n) bool
+    fps: Tensor | None = None  # (b,) frames per second of the clip
+    extra: Tensor | None = None  # (b, e, [t,] h, w) extra input channels (↑F)
+    always_drop_text: bool = False  # video batches carry no text
+    kwargs: dict = field(default_factory=dict)
+
+    def network_kwargs(self) -> dict:
+        return {
+            "image_emb": self.image_emb,
+            "text_states": self.text_states,
+            "text_mask": self.text_mask,
+            "fps": self.fps,
+            "extra": self.extra,
+            **self.kwargs,
+        }
+
+    def batch_size(self) -> int:
+        for value in (self.image_emb, self.fps, self.text_states, self.extra):
+            if value is not None:
+                return value.shape[0]
+        raise ValueError("Conditions hold no tensor to read the batch size from")
+
+
+class DiffusionComponent(L.LightningModule):
+    """Base of all components. ``cfg`` is the fully resolved run config; ``clip`` the frozen CLIP (optional).
+
+    The frozen CLIP is a runtime object: it is kept outside the module tree, so it is neither in checkpoints
+    nor wrapped by DDP/DeepSpeed, and is moved to the module's device when first used.
+    """
+
+    def __init__(self, cfg: DictConfig | dict, clip: FrozenCLIP | None = None):
+        super().__init__()
+        if not isinstance(cfg, DictConfig):
+            cfg = config_from_container(cfg)
+        self.cfg = cfg
+        self.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
+        self.__dict__["_clip"] = clip
+        self.diffusion = GaussianDiffusion(cfg.diffusion)
+        self.network = self.build_network()
+        self.ema_network: UNet | None = None
+        if cfg.ema.enabled:
+            self.ema_network = copy.deepcopy(self.network).requires_grad_(False).eval()
+        self.skip_tally = SkipTally()
+        self.configure_trainable()
+
+    # ----- what a component decides -------------------------------------------------------------------------
+    def build_network(self) -> UNet:
+        return UNet(self.cfg.unet)
+
+    def configure_trainable(self) -> None:
+        """Hook for components that freeze part of the network (D^t trains only its temporal layers)."""
+
+    def prepare_batch(self, batch: dict) -> tuple[Tensor, Conditions]:
+        """A batch from the datamodule → (x0 in [-1, 1], conditions)."""
+        raise NotImplementedError
+
+    # ----- frozen CLIP --------------------------------------------------------------------------------------
+    @property
+    def clip(self) -> FrozenCLIP:
+        clip = self.__dict__["_clip"]
+        if clip is None:
+            clip = FrozenCLIP(self.cfg.clip)
+            self.__dict__["_clip"] = clip
+        if next(clip.parameters()).device != self.device:
+            clip.to(self.device)
+        return clip
+
+    def reset_ema(self) -> None:
+        """Restart the EMA from the current weights (after initialising from another component)."""
+        if self.ema_network is not None:
+            self.ema_network.load_state_dict(self.network.state_dict())
+
+    # ----- training -----------------------------------------------------------------------------------------
+    def condition_dropout(self, cond: Conditions, b: int) -> dict[str, Tensor]:
+        """Per-sample drop masks for classifier-free guidance (DALL-E 2: image 10%, text 50%)."""
+        p_img, p_txt = self.cfg.model.p_drop_image_emb, self.cfg.model.p_drop_text
+        drop_image = torch.rand(b, device=self.device) < p_img
+        if cond.always_drop_text:
+            drop_text = torch.ones(b, dtype=torch.bool, device=self.device)
+        else:
+            drop_text = torch.rand(b, device=self.device) < p_txt
+        return {"drop_image": drop_image, "drop_text": drop_text}
+
+    def diffusion_loss(self, x0: Tensor, cond: Conditions, generator: torch.Generator | None = None,
+                       dropout: bool = True) -> Tensor:
+        b = x0.shape[0]
+        t = self.diffusion.sample_timesteps(b, x0.device, generator=generator)
+        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+        x_t = self.diffusion.q_sample(x0, t, noise)
+        drops = self.condition_dropout(cond, b) if dropout else self._no_drop(cond, b)
+        out = self.network(x_t, t, **cond.network_kwargs(), **drops)
+        return self.diffusion.loss(out, x0, noise, t)
+
+    def _no_drop(self, cond: Conditions, b: int) -> dict[str, Tensor]:
+        keep = torch.zeros(b, dtype=torch.bool, device=self.device)
+        return {"drop_image": keep, "drop_text": torch.full_like(keep, cond.always_drop_text)}
+
+    @override
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        x0, cond = self.prepare_batch(batch)
+        loss = self.diffusion_loss(x0, cond)
+        loss = loss + self.extra_losses(batch)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=x0.shape[0])
+        self._log_skips(batch)
+        return loss
+
+    def extra_losses(self, batch: dict) -> Tensor | float:
+        """Hook for joint objectives (e.g. image batches mixed into video training)."""
+        return 0.0
+
+    def _log_skips(self, batch: dict) -> None:
+        if "skips" not in batch:
+            return
+        totals = self.skip_tally.update(batch)
+        for reason, count in totals.items():
+            self.log(f"data/skipped_{reason}", float(count), on_step=True, reduce_fx="sum", sync_dist=False)
+        if totals:
+            self.log("data/skipped_total", float(sum(totals.values())), on_step=True)
+
+    @override
+    def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
+        x0, cond = self.prepare_batch(batch)
+        # Fixed noise and timesteps per batch index, so validation losses are comparable across steps.
+        generator = torch.Generator(device=x0.device).manual_seed(1000 + batch_idx)
+        loss = self.diffusion_loss(x0, cond, generator=generator, dropout=False)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
+        return loss
+
+    @override
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        norms = grad_norm(self.network, norm_type=2)
+        if "grad_2.0_norm_total" in norms:
+            self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=True)
+
+    @override
+    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        step = self.trainer.global_step
+        if self.ema_network is not None and step != getattr(self, "_ema_step", -1):
+            self._ema_step = step
+            if step >= self.cfg.ema.start_step:
+                self.update_ema(step)
+
+    @torch.no_grad()
+    def update_ema(self, step: int) -> None:
+        decay = self.cfg.ema.decay
+        if self.cfg.ema.warmup:
+            decay = min(decay, (1 + step) / (10 + step))
+        ema = [p for p in self.ema_network.parameters()]
+        live = [p.detach() for p in self.network.parameters()]
+        pairs = [(e, p) for e, p in zip(ema, live, strict=True) if p.requires_grad or e.dtype != p.dtype]
+        if pairs:
+            torch._foreach_lerp_([e for e, _ in pairs], [p.to(e.dtype) for _, p in pairs], 1.0 - decay)
+
+    @override
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        params = [p for p in self.network.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("no trainable parameters: check model.freeze_spatial and the network config")
+        optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+        total = o.decay_steps or self.cfg.trainer.max_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=warmup_cosine(o.warmup_steps, total,
+                                                                                         o.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ----- sampling -----------------------------------------------------------------------------------------
+    def sampling_network(self) -> UNet:
+        return self.ema_network if self.ema_network is not None else self.network
+
+    @torch.no_grad()
+    def sample(self, cond: Conditions, shape: tuple[int, ...], *, guidance_scale: float | None = None,
+               steps: int | None = None, generator: torch.Generator | None = None,
+               noise: Tensor | None = None) -> Tensor:
+        """Sample ``x0`` of ``shape`` (``b c h w`` or ``b c t h w``) with classifier-free guidance, EMA weights."""
+        net = self.sampling_network()
+        scale = self.cfg.diffusion.guidance_scale if guidance_scale is None else guidance_scale
+        if noise is None:
+            noise = torch.randn(shape, device=self.device, generator=generator)
+        b = shape[0]
+        kwargs = cond.network_kwargs()
+        drop_text = torch.full((b,), cond.always_drop_text or kwargs["text_states"] is None, device=self.device)
+
+        def fn(x_t: Tensor, t: Tensor, drop: Tensor) -> Tensor:
+            # Rows [0, b) conditional, [b, 2b) unconditional (image embedding and text both dropped).
+            reps = x_t.shape[0] // b
+            tiled = {k: (repeat(v, "b ... -> (r b) ...", r=reps) if isinstance(v, Tensor) else v)
+                     for k, v in kwargs.items()}
+            return net(x_t, t, **tiled, drop_image=drop, drop_text=drop | drop_text.repeat(reps))
+
+        model_fn = self.diffusion.guided_batched(fn, scale)
+        return self.diffusion.sample(model_fn, noise, steps=steps, generator=generator)
+
+    def sample_from_batch(self, batch: dict, num: int, generator: torch.Generator | None = None,
+                          steps: int | None = None, guidance_scale: float | None = None) -> Tensor:
+        """Sample ``num`` outputs conditioned like the first ``num`` items of a training batch."""
+        small = {k: (v[:num] if isinstance(v, (Tensor, list)) else v) for k, v in batch.items()}
+        x0, cond = self.prepare_batch(small)
+        return self.sample(cond, tuple(x0.shape), generator=generator, steps=steps, guidance_scale=guidance_scale)
+
+
+def warmup_cosine(warmup: int, total: int, min_ratio: float):
+    """LR multiplier: linear warm-up over ``warmup`` steps, then cosine decay to ``min_ratio`` at ``total``."""
+
+    def factor(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        span = max(1, total - warmup)
+        progress = min(1.0, (step - warmup) / span)
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor

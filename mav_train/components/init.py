@@ -1,0 +1,56 @@
+"""Initialising a component from an earlier component's checkpoint (``init.checkpoint``).
+
+Image → image (e.g. resuming a decoder's weights in a new run) loads strictly. Image → video (decoder → D^t)
+inflates: the spatial weights load into the video UNet, every new temporal layer starts at the identity, and any
+other missing or unexpected key is an error. The source's EMA weights are used when it has them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from mav_train.components.base import DiffusionComponent
+from mav_train.components.registry import load_checkpoint_file
+from mav_train.inflate import inflate
+
+log = logging.getLogger(__name__)
+
+
+def source_prefix(state_dict: dict) -> str:
+    """Which copy of the network to start from: the EMA weights when the checkpoint has them."""
+    if any(k.startswith("ema_network.") for k in state_dict):
+        return "ema_network."
+    if any(k.startswith("network.") for k in state_dict):
+        return "network."
+    raise ValueError("checkpoint holds no 'network.' or 'ema_network.' weights: is it a mav_train checkpoint?")
+
+
+def initialise_from_checkpoint(module: DiffusionComponent, path: str | Path) -> str:
+    """Load ``path`` into ``module.network`` (inflating image → video); returns a one-paragraph report."""
+    ckpt = load_checkpoint_file(path)
+    state = ckpt.get("state_dict", ckpt)
+    source_cfg = ckpt.get("hyper_parameters", {}).get("config", {})
+    _check_same_clip(module, source_cfg, path)
+    prefix = source_prefix(state)
+    if module.network.cfg.temporal and not source_cfg.get("unet", {}).get("temporal", False):
+        report = str(inflate(module.network, state, prefix=prefix))
+    else:
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        module.network.load_state_dict(sub, strict=True)
+        report = f"loaded {len(sub)} tensors from {prefix}* strictly"
+    module.reset_ema()
+    message = f"initialised {module.cfg.component} from {path} ({source_cfg.get('component', '?')}): {report}"
+    log.info(message)
+    return message
+
+
+def _check_same_clip(module: DiffusionComponent, source_cfg: dict, path: str | Path) -> None:
+    source_clip = source_cfg.get("clip")
+    if not source_clip:
+        return
+    mine = {k: module.cfg.clip[k] for k in ("model", "pretrained")}
+    theirs = {k: source_clip.get(k) for k in ("model", "pretrained")}
+    if mine != theirs:
+        raise ValueError(f"init.checkpoint {path} was trained with CLIP {theirs}, this recipe uses {mine}: "
+                         "the conditioning embeddings would not match")

@@ -1,0 +1,44 @@
+"""Recipe ``component:`` names → LightningModule classes, and checkpoint loading by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mav_train.components.base import DiffusionComponent
+from mav_train.components.decoder import Decoder
+from mav_train.components.temporal_decoder import TemporalDecoder
+
+COMPONENTS: dict[str, type[DiffusionComponent]] = {
+    "decoder": Decoder,
+    "temporal_decoder": TemporalDecoder,
+}
+
+
+def component_class(name: str) -> type[DiffusionComponent]:
+    if name not in COMPONENTS:
+        raise ValueError(f"unknown component '{name}'; known components: {', '.join(COMPONENTS)}")
+    return COMPONENTS[name]
+
+
+def load_checkpoint_file(path: str | Path) -> dict:
+    """A Lightning checkpoint (or a consolidated one written by ``consolidate``) as a dict on the CPU."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise ValueError(
+            f"{path} is a sharded (DeepSpeed/FSDP) checkpoint directory: turn it into one file first with "
+            f"`python -m mav_train consolidate checkpoint={path}`"
+        )
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_component(path: str | Path, map_location: str = "cpu") -> DiffusionComponent:
+    """Rebuild the component saved in a checkpoint (its config travels in the hyperparameters)."""
+    ckpt = load_checkpoint_file(path)
+    config = ckpt["hyper_parameters"]["config"]
+    module = component_class(config["component"])(config)
+    module.load_state_dict(ckpt["state_dict"])
+    return module.to(map_location).eval()

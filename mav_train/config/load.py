@@ -1,0 +1,158 @@
+"""Recipe loading: schema defaults ← ``base:`` chain ← recipe ← command-line ``key=value`` overrides.
+
+This is the only module that reads YAML. Every failure is a :class:`ConfigError` whose message is one line that
+names the dotted key (and the closest valid key, the bad value, or how to fix it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
+
+from mav_train.config.schema import RunConfig
+
+# Shorthands accepted on the command line: ``logger=none`` means ``logger.kind=none``.
+SHORTHANDS = {"logger": "logger.kind"}
+MAX_BASE_DEPTH = 8
+
+
+class ConfigError(ValueError):
+    """A configuration mistake, reported to the user as one line."""
+
+
+def recipes_dir() -> Path:
+    """The ``recipes/`` folder at the project root (beside the ``mav_train`` package)."""
+    return Path(__file__).resolve().parents[2] / "recipes"
+
+
+def recipe_path(name: str) -> Path:
+    """Resolve a recipe name (``demo/decoder``) or a path to a YAML file."""
+    as_path = Path(name)
+    if as_path.suffix in (".yaml", ".yml") and as_path.is_file():
+        return as_path
+    candidate = recipes_dir() / f"{name}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = ", ".join(list_recipe_names()) or "none"
+    raise ConfigError(f"recipe '{name}' not found under {recipes_dir()} (known recipes: {known})")
+
+
+def list_recipe_names() -> list[str]:
+    root = recipes_dir()
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def read_recipe(name: str) -> dict:
+    """The raw mapping of one recipe file, without following ``base:``."""
+    path = recipe_path(name)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe {path}: invalid YAML: {err}".replace("\n", " ")) from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _recipe_chain(name: str) -> list[dict]:
+    """Recipe mappings from the deepest base to ``name`` itself."""
+    chain: list[dict] = []
+    seen: list[str] = []
+    current: str | None = name
+    while current is not None:
+        if current in seen or len(seen) >= MAX_BASE_DEPTH:
+            raise ConfigError(f"recipe base chain is circular or too deep: {' -> '.join(seen + [current])}")
+        seen.append(current)
+        data = read_recipe(current)
+        current = data.pop("base", None)
+        chain.append(data)
+    return list(reversed(chain))
+
+
+def _list_fields(schema: type, prefix: str = "") -> set[str]:
+    """Dotted names of every list-typed field in the schema."""
+    out: set[str] = set()
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            out |= _list_fields(hint, f"{prefix}{f.name}.")
+        elif typing.get_origin(hint) is list:
+            out.add(f"{prefix}{f.name}")
+    return out
+
+
+def parse_overrides(overrides: list[str]) -> DictConfig:
+    """``key=value`` strings to a config. A bare string for a list field becomes a one-element list."""
+    list_fields = _list_fields(RunConfig)
+    items: list[str] = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. trainer.max_steps=100)")
+        key, value = item.split("=", 1)
+        key = SHORTHANDS.get(key, key)
+        if key in list_fields and value and not value.lstrip().startswith("["):
+            value = "[" + ",".join(repr(v) for v in value.split(",")) + "]"
+        items.append(f"{key}={value}")
+    try:
+        return OmegaConf.from_dotlist(items)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot parse overrides {overrides}: {_one_line(err)}") from err
+
+
+def _one_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _describe(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None) or "?"
+    first = _one_line(err)
+    if isinstance(err, ConfigKeyError):
+        hint = first.split("Did you mean:", 1)
+        suggestion = f" (did you mean '{_sibling(key, hint[1].strip().strip(' ?'))}'?)" if len(hint) > 1 else ""
+        return f"unknown config key '{key}'{suggestion}"
+    if isinstance(err, MissingMandatoryValue):
+        return f"missing required config value '{key}'"
+    return f"invalid value for '{key}': {first}"
+
+
+def _sibling(full_key: str, name: str) -> str:
+    parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
+    return f"{parent}.{name.strip(chr(39))}" if parent else name.strip(chr(39))
+
+
+def load_config(recipe: str, overrides: list[str] | None = None) -> DictConfig:
+    """Resolve ``recipe`` (+ its bases) and the overrides into a validated, typed config."""
+    overrides = list(overrides or [])
+    try:
+        merged = OmegaConf.structured(RunConfig)
+        for layer in _recipe_chain(recipe):
+            merged = OmegaConf.merge(merged, layer)
+        merged = OmegaConf.merge(merged, parse_overrides(overrides))
+        if OmegaConf.is_missing(merged, "recipe"):
+            merged.recipe = recipe
+        OmegaConf.to_container(merged, throw_on_missing=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_describe(err)) from err
+    OmegaConf.set_readonly(merged, True)
+    return merged
+
+
+def save_config(cfg: DictConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def config_from_container(data: dict) -> DictConfig:
+    """Rebuild a typed config from a plain mapping (e.g. the one stored in a checkpoint)."""
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), data)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_describe(err)) from err
+    OmegaConf.set_readonly(cfg, True)
+    return cfg

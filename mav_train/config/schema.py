@@ -1,0 +1,252 @@
+"""Typed schema of a run's configuration.
+
+Every recipe under ``recipes/`` is validated against :class:`RunConfig`. OmegaConf's structured mode makes an
+unknown key fail with its dotted name and the closest valid key, and a wrong type fail with the key and value.
+Defaults here are small and CPU-friendly; the paper-scale values live in the recipes, each marked where it is
+our choice rather than the paper's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+
+@dataclass
+class UNetConfig:
+    """One UNet for images (``b c h w``) and videos (``b c t h w``); temporal layers exist by config."""
+
+    in_channels: int = 3
+    out_channels: int = 3
+    # Channels concatenated to the noisy input (↑F: 3 known-frame channels + 1 mask channel). Zero-initialised.
+    extra_in_channels: int = 0
+    base_channels: int = 32
+    channel_mults: list[int] = field(default_factory=lambda: [1, 2])
+    num_res_blocks: int = 1
+    # Downsampling factors (1 = full resolution) at which self/cross attention blocks are placed.
+    attention_levels: list[int] = field(default_factory=lambda: [2])
+    head_dim: int = 32
+    dropout: float = 0.0
+    # Conditioning on the CLIP image embedding: added to the timestep embedding and as extra attention tokens.
+    cond_dim: int = 0
+    num_cond_tokens: int = 4
+    # Optional text conditioning (per-token CLIP text states as extra attention context); 0 disables.
+    text_dim: int = 0
+    # Video: pseudo-3D convolutions and attention.
+    temporal: bool = False
+    temporal_kernel: int = 3
+    max_frames: int = 128
+    fps_cond: bool = False
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class DiffusionConfig:
+    timesteps: int = 1000
+    schedule: str = "cosine"  # cosine | linear
+    linear_start: float = 1e-4
+    linear_end: float = 2e-2
+    parameterization: str = "eps"  # eps | v
+    # Sampling defaults (overridable per call).
+    sampler: str = "ddim"  # ddim | ddpm
+    sample_steps: int = 50
+    ddim_eta: float = 0.0
+    guidance_scale: float = 3.0
+    clip_denoised: bool = True
+
+
+@dataclass
+class ClipConfig:
+    """Frozen open_clip model. ``model`` is an open_clip name (``ViT-L-14``) or ``custom`` with ``custom_cfg``."""
+
+    model: str = "custom"
+    # A pretrained tag known to open_clip (``openai``), a local checkpoint path, or null for random weights.
+    pretrained: str | None = None
+    # For model=custom: kwargs of open_clip.model.CLIP (embed_dim, vision_cfg, text_cfg). Tests/demos use a tiny one.
+    custom_cfg: dict[str, Any] = field(
+        default_factory=lambda: {
+            "embed_dim": 32,
+            "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+            "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+        }
+    )
+    # Tokenizer name for open_clip.get_tokenizer (its BPE vocabulary ships with open_clip).
+    tokenizer: str = "ViT-B-32"
+
+
+@dataclass
+class CurriculumConfig:
+    """fps ~ 1 + 29 * Beta(alpha, beta); (alpha, beta) move linearly from start to end over ``steps``.
+
+    Our choice (the paper gives none): start concentrated at high fps (little motion), end at low fps.
+    """
+
+    fps_min: float = 1.0
+    fps_max: float = 30.0
+    alpha_start: float = 5.0
+    beta_start: float = 1.0
+    alpha_end: float = 1.0
+    beta_end: float = 3.0
+    steps: int = 10000
+
+
+@dataclass
+class DataConfig:
+    kind: str = "image_text"  # image_text | video
+    shards: str | None = None
+    batch_size: int = 8
+    num_workers: int = 2
+    resolution: int = 64
+    # Resolution at which the conditioning image (CLIP input) is produced; null = use ``resolution``.
+    clip_resolution: int | None = None
+    # Samples per rank per epoch (resampled shards; every rank gets the same number of batches).
+    epoch_samples: int = 10000
+    val_shards: str | None = None
+    val_samples: int = 64
+    shuffle_buffer: int = 1000
+    # Image filters on the json fields, e.g. ["pwatermark<0.5", "punsafe<0.5"].
+    filters: list[str] = field(default_factory=list)
+    min_image_size: int = 16
+    seed: int = 0
+    # Video only.
+    num_frames: int = 16
+    short_clip: str = "adjust"  # adjust (lowest fps that fits) | skip
+    cond_frame: str = "first"  # first | middle | random
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    # Joint image+video batches for temporal components: image-text shards mixed in (null = off).
+    image_shards: str | None = None
+    image_batch_size: int = 0
+    # Demo data: when shards is null and demo is true, the toy world is generated into the cache.
+    demo: bool = False
+    demo_samples: int = 256
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    # Cosine decay to lr * min_lr_ratio at decay_steps (null = trainer.max_steps).
+    decay_steps: int | None = None
+    min_lr_ratio: float = 0.1
+
+
+@dataclass
+class EMAConfig:
+    enabled: bool = True
+    decay: float = 0.9999
+    warmup: bool = True  # decay = min(decay, (1 + step) / (10 + step))
+    start_step: int = 0
+
+
+@dataclass
+class ComponentConfig:
+    # Condition dropout for classifier-free guidance (DALL-E 2: image embedding 10%, text 50%).
+    p_drop_image_emb: float = 0.1
+    p_drop_text: float = 0.5
+    # Video components: train only the new temporal layers (the paper) or everything.
+    freeze_spatial: bool = True
+    # Super-resolution: low-resolution input size and noise augmentation of it.
+    low_res: int = 64
+    low_res_noise_max: float = 0.2
+    # Interpolation: frame skip and masking policy.
+    frame_skip: int = 5
+
+
+@dataclass
+class TrainerConfig:
+    """Passed to ``lightning.Trainer`` (unknown Trainer arguments go in ``extra``)."""
+
+    max_steps: int = 1000
+    max_epochs: int = -1
+    devices: Any = 1
+    num_nodes: int = 1
+    accelerator: str = "auto"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = 1.0
+    log_every_n_steps: int = 10
+    val_check_interval: int | None = None
+    limit_val_batches: int | None = None
+    enable_progress_bar: bool = True
+    deterministic: bool = False
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "wandb"  # wandb | csv | none
+    project: str = "mav_train"
+    entity: str | None = None
+    name: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    # wandb mode: auto = online when credentials are configured, offline otherwise.
+    mode: str = "auto"  # auto | online | offline | disabled
+
+
+@dataclass
+class CheckpointConfig:
+    every_n_steps: int = 500
+    save_top_k: int = 1
+    monitor: str = "val/loss"
+    resume: str = "auto"  # auto (resume from run_dir/checkpoints/last.ckpt if present) | never
+
+
+@dataclass
+class SamplingConfig:
+    every_n_steps: int = 500
+    num_samples: int = 4
+    steps: int | None = None
+    guidance_scale: float | None = None
+
+
+@dataclass
+class InitConfig:
+    # A checkpoint of an earlier component to start from (decoder → temporal_decoder, sr_low → temporal_sr_low).
+    checkpoint: str | None = None
+
+
+@dataclass
+class SlurmConfig:
+    nodes: int = 1
+    gpus_per_node: int = 8
+    tasks_per_node: int = 1
+    cpus_per_task: int = 8
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: str = "48:00:00"
+    mem: str | None = None
+    requeue_signal_seconds: int = 120
+    extra_sbatch: list[str] = field(default_factory=list)
+    setup: list[str] = field(default_factory=list)
+    python: str = "python"
+
+
+@dataclass
+class RunConfig:
+    recipe: str = MISSING
+    description: str = ""
+    component: str = MISSING
+    run_dir: str | None = None
+    cache_dir: str | None = None
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    model: ComponentConfig = field(default_factory=ComponentConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)

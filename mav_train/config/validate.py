@@ -1,0 +1,70 @@
+"""Checks on a loaded config that the type system cannot express. Validation never mutates the config."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from omegaconf import DictConfig
+
+from mav_train.config.load import ConfigError
+
+CHOICES = {
+    "data.kind": ("image_text", "video"),
+    "data.short_clip": ("adjust", "skip"),
+    "data.cond_frame": ("first", "middle", "random"),
+    "diffusion.schedule": ("cosine", "linear"),
+    "diffusion.parameterization": ("eps", "v"),
+    "diffusion.sampler": ("ddim", "ddpm"),
+    "logger.kind": ("wandb", "csv", "none"),
+    "logger.mode": ("auto", "online", "offline", "disabled"),
+    "checkpoint.resume": ("auto", "never"),
+    "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"),
+}
+
+
+def _get(cfg: DictConfig, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _check_choice(cfg: DictConfig, key: str, choices: Iterable[str]) -> None:
+    value = str(_get(cfg, key))
+    choices = tuple(choices)
+    if value not in choices:
+        close = difflib.get_close_matches(value, choices, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"invalid value for '{key}': '{value}'{hint}; expected one of {', '.join(choices)}")
+
+
+def validate(cfg: DictConfig, components: Iterable[str]) -> None:
+    """Raise ConfigError (one line) on the first problem found."""
+    _check_choice(cfg, "component", components)
+    for key, choices in CHOICES.items():
+        _check_choice(cfg, key, choices)
+    if cfg.data.shards is None and not cfg.data.demo:
+        demo = f"demo/{cfg.component}"
+        raise ConfigError(
+            f"data.shards is not set: pass data.shards='/path/to/shards/{{00000..00099}}.tar' "
+            f"(img2dataset/video2dataset output), or train on the built-in toy data with recipe={demo}"
+        )
+    positive = ["data.batch_size", "data.resolution", "data.num_frames", "data.epoch_samples",
+                "unet.base_channels", "unet.num_res_blocks", "diffusion.timesteps", "trainer.max_steps"]
+    for key in positive:
+        if _get(cfg, key) <= 0:
+            raise ConfigError(f"invalid value for '{key}': {_get(cfg, key)} must be positive")
+    if cfg.data.num_workers < 0:
+        raise ConfigError(f"invalid value for 'data.num_workers': {cfg.data.num_workers} must be >= 0")
+    if not 0.0 <= cfg.model.p_drop_image_emb <= 1.0 or not 0.0 <= cfg.model.p_drop_text <= 1.0:
+        raise ConfigError("model.p_drop_image_emb and model.p_drop_text must lie in [0, 1]")
+    if cfg.data.epoch_samples < cfg.data.batch_size:
+        raise ConfigError(
+            f"data.epoch_samples ({cfg.data.epoch_samples}) must be at least data.batch_size ({cfg.data.batch_size})"
+        )
+    cur = cfg.data.curriculum
+    if not 0 < cur.fps_min < cur.fps_max:
+        raise ConfigError(f"data.curriculum: need 0 < fps_min ({cur.fps_min}) < fps_max ({cur.fps_max})")
+    if min(cur.alpha_start, cur.beta_start, cur.alpha_end, cur.beta_end) <= 0:
+        raise ConfigError("data.curriculum: alpha_* and beta_* must be positive")

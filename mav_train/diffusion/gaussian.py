@@ -1,0 +1,179 @@
+"""Gaussian diffusion: forward process, training target and loss, and sampling, from a ``DiffusionConfig``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, reduce
+from torch import Tensor, nn
+
+from mav_train.config.schema import DiffusionConfig
+from mav_train.diffusion import parameterization as param
+from mav_train.diffusion.guidance import DropModelFn, ModelFn, batched_guided_model_fn, guided_model_fn
+from mav_train.diffusion.samplers import Callback, check_sampler, sample_loop
+from mav_train.diffusion.schedule import make_betas
+
+
+class GaussianDiffusion(nn.Module):
+    """Noise schedule, parameterisation (``eps`` or ``v``), MSE loss and DDPM/DDIM samplers.
+
+    The schedule lives in non-persistent float32 buffers (computed in float64), so ``.to(device)`` moves it
+    and checkpoints do not contain it. Dtype casts of the module (``.half()``, Lightning's ``bf16-true``) do
+    not reach the schedule: it is rebuilt in float32 from the float64 master copy after every ``_apply``.
+    Sampling uses the float64 master copy directly.
+
+    Timesteps ``t`` are LongTensors ``(b,)`` in ``[0, T)``; ``x`` is any ``b ...`` tensor (images ``b c h w``,
+    videos ``b c t h w``).
+    """
+
+    def __init__(self, cfg: DiffusionConfig) -> None:
+        super().__init__()
+        param.check_parameterization(cfg.parameterization)
+        check_sampler(cfg.sampler)
+        if cfg.ddim_eta < 0.0:
+            raise ValueError(f"ddim_eta must be >= 0, got {cfg.ddim_eta}")
+        self.cfg = cfg
+        betas = make_betas(cfg.schedule, cfg.timesteps, cfg.linear_start, cfg.linear_end)
+        if not 1 <= cfg.sample_steps <= cfg.timesteps:
+            raise ValueError(f"sample_steps {cfg.sample_steps} must be in [1, timesteps={cfg.timesteps}]")
+        alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+        self._schedule64 = {
+            "betas": betas,
+            "alphas_cumprod": alphas_cumprod,
+            "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
+            "sqrt_one_minus_alphas_cumprod": (1.0 - alphas_cumprod).sqrt(),
+        }
+        for name, value in self._schedule64.items():
+            self.register_buffer(name, value.float(), persistent=False)
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.cfg.timesteps
+
+    @property
+    def alphas_cumprod64(self) -> Tensor:
+        """Float64 ``alphas_cumprod`` on the CPU (the master copy)."""
+        return self._schedule64["alphas_cumprod"]
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> GaussianDiffusion:
+        super()._apply(fn, recurse)
+        for name, value in self._schedule64.items():
+            self._buffers[name] = value.to(device=self._buffers[name].device, dtype=torch.float32)
+        return self
+
+    def _coef(self, name: str, t: Tensor, x: Tensor) -> Tensor:
+        """``buffer[t]`` shaped ``b 1 1 ...`` to broadcast against ``x``, in at least float32.
+
+        Float64 ``x`` gets the float64 master copy, so float64 computations are exact to float64.
+        """
+        if t.ndim != 1 or t.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"t must have shape ({x.shape[0]},) to match x {tuple(x.shape)}, got {tuple(t.shape)}"
+            )
+        table = self._schedule64[name] if x.dtype == torch.float64 else self._buffers[name]
+        value = table[t.to(table.device)].to(
+            device=x.device, dtype=torch.promote_types(x.dtype, torch.float32)
+        )
+        return rearrange(value, "b -> b" + " 1" * (x.ndim - 1))
+
+    def _a_s(self, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self._coef("sqrt_alphas_cumprod", t, x), self._coef("sqrt_one_minus_alphas_cumprod", t, x)
+
+    def sample_timesteps(
+        self, batch: int, device: torch.device | str, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Uniform training timesteps, LongTensor ``(batch,)`` in ``[0, T)`` on ``device``."""
+        gen_device = generator.device if generator is not None else device
+        t = torch.randint(0, self.num_timesteps, (batch,), generator=generator, device=gen_device)
+        return t.to(device)
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """Forward process ``x_t = sqrt(a_t) x0 + sqrt(1 - a_t) noise``; ``x0, noise (b ...)``, ``t (b,)``."""
+        a, s = self._a_s(t, x0)
+        return (a * x0 + s * noise).to(x0.dtype)
+
+    def target(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """Regression target of the network (``noise`` for eps, ``v`` for v), shape of ``x0``."""
+        a, s = self._a_s(t, x0)
+        return param.target(self.cfg.parameterization, x0, noise, a, s).to(x0.dtype)
+
+    def predict_x0(self, x_t: Tensor, t: Tensor, model_out: Tensor) -> Tensor:
+        """Clean sample implied by the network output at ``x_t``, shape of ``x_t``."""
+        a, s = self._a_s(t, x_t)
+        return param.x0_from_output(self.cfg.parameterization, x_t, model_out, a, s).to(x_t.dtype)
+
+    def predict_eps(self, x_t: Tensor, t: Tensor, model_out: Tensor) -> Tensor:
+        """Noise implied by the network output at ``x_t``, shape of ``x_t``."""
+        a, s = self._a_s(t, x_t)
+        return param.eps_from_output(self.cfg.parameterization, x_t, model_out, a, s).to(x_t.dtype)
+
+    def loss_per_sample(self, model_out: Tensor, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """Float32 MSE against the target, averaged over all but the batch dim: ``(b,)``."""
+        err = F.mse_loss(model_out.float(), self.target(x0, noise, t).float(), reduction="none")
+        return reduce(err, "b ... -> b", "mean")
+
+    def loss(self, model_out: Tensor, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """Mean MSE against the target (scalar)."""
+        return self.loss_per_sample(model_out, x0, noise, t).mean()
+
+    def guided(self, cond_fn: ModelFn, uncond_fn: ModelFn, scale: float | None = None) -> ModelFn:
+        """:func:`guided_model_fn` with ``scale`` defaulting to ``cfg.guidance_scale``."""
+        return guided_model_fn(cond_fn, uncond_fn, self.cfg.guidance_scale if scale is None else scale)
+
+    def guided_batched(self, fn: DropModelFn, scale: float | None = None) -> ModelFn:
+        """:func:`batched_guided_model_fn` with ``scale`` defaulting to ``cfg.guidance_scale``."""
+        return batched_guided_model_fn(fn, self.cfg.guidance_scale if scale is None else scale)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        model_fn: ModelFn,
+        noise: Tensor,
+        *,
+        steps: int | None = None,
+        sampler: str | None = None,
+        eta: float | None = None,
+        clip_denoised: bool | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callback | None = None,
+    ) -> Tensor:
+        """Denoise ``noise`` (x_T, ``b ...``) to x0 of the same shape; ``model_fn(x_t, t (b,)) -> model_out``.
+
+        Defaults from the config: ``sampler``, ``steps=sample_steps``, ``eta=ddim_eta`` (DDIM only) and
+        ``clip_denoised`` (clamp the predicted x0 to [-1, 1]; the implied noise is then recomputed from it).
+        Fresh noise of DDPM and DDIM(eta>0) steps comes from ``generator`` when given (any device).
+        ``model_fn`` gets the original timestep (in ``[0, T)``) even when respaced; ``callback(step_index,
+        timestep, x_prev, x0_pred)`` runs after every step. Runs without gradients.
+        """
+        sampler = self.cfg.sampler if sampler is None else sampler
+        steps = self.cfg.sample_steps if steps is None else steps
+        eta = self.cfg.ddim_eta if eta is None else eta
+        clip = self.cfg.clip_denoised if clip_denoised is None else clip_denoised
+        return sample_loop(
+            self._predictor(model_fn, clip),
+            noise,
+            self.alphas_cumprod64,
+            steps,
+            sampler,
+            eta,
+            generator,
+            callback,
+        )
+
+    def _predictor(self, model_fn: ModelFn, clip: bool) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        def predict(x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+            out = model_fn(x_t, t)
+            x0 = self.predict_x0(x_t, t, out)
+            if not clip:
+                return x0, self.predict_eps(x_t, t, out)
+            x0 = x0.clamp(-1.0, 1.0)
+            a, s = self._a_s(t, x_t)
+            return x0, param.eps_from_x0(x_t, x0, a, s).to(x_t.dtype)
+
+        return predict
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return f"schedule={c.schedule}, timesteps={c.timesteps}, parameterization={c.parameterization}"

@@ -1,0 +1,60 @@
+"""Writing samples to disk: image grids as PNG, video grids as H.264 mp4 (PyAV)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from einops import rearrange
+from PIL import Image
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """[-1, 1] float → uint8 array of the same shape."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+
+
+def grid_columns(n: int) -> int:
+    return int(np.ceil(np.sqrt(n)))
+
+
+def image_grid(images: torch.Tensor) -> np.ndarray:
+    """``b c h w`` in [-1, 1] → one ``H W c`` uint8 grid (b padded with black to a full rectangle)."""
+    b = images.shape[0]
+    cols = grid_columns(b)
+    rows = -(-b // cols)
+    pad = rows * cols - b
+    if pad:
+        images = torch.cat([images, -torch.ones_like(images[:1]).expand(pad, -1, -1, -1)])
+    return to_uint8(rearrange(images, "(r k) c h w -> (r h) (k w) c", r=rows, k=cols))
+
+
+def save_image_grid(images: torch.Tensor, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image_grid(images)).save(path)
+    return path
+
+
+def save_video_grid(videos: torch.Tensor, path: Path, fps: float) -> Path:
+    """``b c t h w`` in [-1, 1] → an mp4 showing the videos side by side, at ``fps`` frames per second."""
+    frames = [image_grid(videos[:, :, i]) for i in range(videos.shape[2])]
+    write_mp4(frames, path, fps)
+    return path
+
+
+def write_mp4(frames: list[np.ndarray], path: Path, fps: float) -> None:
+    """Frames ``H W 3`` uint8 → H.264 mp4. Odd sizes are padded to even (yuv420p needs them)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames[0].shape[:2]
+    h2, w2 = h + h % 2, w + w % 2
+    rate = max(1, int(round(fps)))
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = w2, h2, "yuv420p"
+        for frame in frames:
+            if (h2, w2) != (h, w):
+                frame = np.pad(frame, ((0, h2 - h), (0, w2 - w), (0, 0)))
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())

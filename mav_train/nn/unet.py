@@ -1,0 +1,270 @@
+"""One UNet for images (``b c h w``) and, with pseudo-3D layers, videos (``b c t h w``).
+
+Used by the decoder D, the super-resolution nets SR_l / SR_h and their video versions D^t, ↑F and SR_l^t.
+The video networks are the image networks plus identity-initialised temporal layers (see ``pseudo3d.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from mav_train.config.schema import UNetConfig
+from mav_train.nn.attention import num_heads
+from mav_train.nn.blocks import Downsample, ResBlock, UNetBlock, Upsample
+from mav_train.nn.embeddings import ConditionEmbedding, FpsEmbedding, TimestepEmbedding
+from mav_train.nn.pseudo3d import TEMPORAL_MODULES, FrameConv2d, FrameGroupNorm, Pseudo3DAttention
+
+
+def norm_groups(base_channels: int) -> int:
+    """GroupNorm groups used throughout the UNet: 32, or ``base_channels`` when that is smaller."""
+    return min(32, base_channels)
+
+
+def validate_unet_config(cfg: UNetConfig) -> None:
+    """Raise ValueError (naming field and value) if ``cfg`` cannot build a UNet. Does not modify ``cfg``."""
+    for name in (
+        "in_channels",
+        "out_channels",
+        "base_channels",
+        "num_res_blocks",
+        "head_dim",
+        "temporal_kernel",
+        "max_frames",
+    ):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"unet.{name} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("extra_in_channels", "cond_dim", "num_cond_tokens", "text_dim"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"unet.{name} must be >= 0, got {getattr(cfg, name)}")
+    mults = list(cfg.channel_mults)
+    if not mults or min(mults) < 1:
+        raise ValueError(f"unet.channel_mults must be a non-empty list of positive ints, got {mults}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"unet.dropout must be in [0, 1), got {cfg.dropout}")
+    groups = norm_groups(cfg.base_channels)
+    if cfg.base_channels % groups != 0:
+        raise ValueError(
+            f"unet.base_channels {cfg.base_channels} must be divisible by GroupNorm groups {groups}"
+        )
+    factors = [2**level for level in range(len(mults))]
+    unused = sorted(set(cfg.attention_levels) - set(factors))
+    if unused:
+        raise ValueError(
+            f"unet.attention_levels {unused} are not downsampling factors of this UNet {factors}"
+        )
+    for level, mult in enumerate(mults):
+        if factors[level] in cfg.attention_levels or level == len(mults) - 1:
+            num_heads(cfg.base_channels * mult, cfg.head_dim)
+    if cfg.temporal and cfg.temporal_kernel % 2 == 0:
+        raise ValueError(f"unet.temporal_kernel must be odd, got {cfg.temporal_kernel}")
+    if cfg.fps_cond and not cfg.temporal:
+        raise ValueError("unet.fps_cond requires unet.temporal=True")
+
+
+class UNet(nn.Module):
+    """Diffusion UNet for D, SR_l, SR_h (images) and D^t, ↑F, SR_l^t (videos, ``cfg.temporal``).
+
+    ADM-style: input conv, ``len(channel_mults)`` levels of residual blocks (with self + cross attention at
+    the factors in ``attention_levels``), a middle block (res, attention, res), an up path with skip
+    concatenation and a GroupNorm/SiLU/conv output. The CLIP image embedding is added to the time embedding
+    and turned into ``num_cond_tokens`` context tokens (DALL-E 2's decoder); text states add context tokens.
+    """
+
+    def __init__(self, cfg: UNetConfig) -> None:
+        super().__init__()
+        validate_unet_config(cfg)
+        self.cfg = cfg
+        base = cfg.base_channels
+        self.norm_groups = norm_groups(base)
+        self.time_dim = 4 * base
+        self.context_dim = self.time_dim
+        self.downsample_factor = 2 ** (len(cfg.channel_mults) - 1)
+        self.time_embed = TimestepEmbedding(base, self.time_dim)
+        self.fps_embed = FpsEmbedding(base, self.time_dim) if cfg.fps_cond else None
+        self.cond = ConditionEmbedding(
+            cfg.cond_dim, cfg.num_cond_tokens, cfg.text_dim, self.time_dim, self.context_dim
+        )
+        self.input_conv = FrameConv2d(cfg.in_channels + cfg.extra_in_channels, base, 3, padding=1)
+        nn.init.zeros_(self.input_conv.weight[:, cfg.in_channels :])
+        skip_channels = self._build_down()
+        self._build_middle()
+        self._build_up(skip_channels)
+        self.out_norm = FrameGroupNorm(self.norm_groups, base * cfg.channel_mults[0])
+        self.out_conv = FrameConv2d(base * cfg.channel_mults[0], cfg.out_channels, 3, padding=1)
+        nn.init.zeros_(self.out_conv.weight)
+        nn.init.zeros_(self.out_conv.bias)
+        self._temporal_names = frozenset(self._find_temporal_names())
+
+    def _block(self, in_channels: int, out_channels: int, attention: bool) -> UNetBlock:
+        cfg = self.cfg
+        res = ResBlock(
+            in_channels,
+            out_channels,
+            self.time_dim,
+            self.norm_groups,
+            cfg.dropout,
+            cfg.temporal,
+            cfg.temporal_kernel,
+        )
+        attn = None
+        if attention:
+            context_dim = self.context_dim if self.cond.has_context else 0
+            attn = Pseudo3DAttention(
+                out_channels, cfg.head_dim, context_dim, self.norm_groups, cfg.temporal, cfg.max_frames
+            )
+        return UNetBlock(res, attn)
+
+    def _build_down(self) -> list[int]:
+        cfg = self.cfg
+        self.down = nn.ModuleList()
+        channels, factor = cfg.base_channels, 1
+        skip_channels = [channels]
+        for level, mult in enumerate(cfg.channel_mults):
+            for _ in range(cfg.num_res_blocks):
+                out = cfg.base_channels * mult
+                self.down.append(self._block(channels, out, factor in cfg.attention_levels))
+                channels = out
+                skip_channels.append(channels)
+            if level < len(cfg.channel_mults) - 1:
+                self.down.append(Downsample(channels))
+                factor *= 2
+                skip_channels.append(channels)
+        return skip_channels
+
+    def _build_middle(self) -> None:
+        channels = self.cfg.base_channels * self.cfg.channel_mults[-1]
+        self.middle = nn.ModuleList(
+            [self._block(channels, channels, True), self._block(channels, channels, False)]
+        )
+
+    def _build_up(self, skip_channels: list[int]) -> None:
+        cfg = self.cfg
+        self.up = nn.ModuleList()
+        channels, factor = skip_channels[-1], self.downsample_factor
+        for level in reversed(range(len(cfg.channel_mults))):
+            for _ in range(cfg.num_res_blocks + 1):
+                out = cfg.base_channels * cfg.channel_mults[level]
+                self.up.append(
+                    self._block(channels + skip_channels.pop(), out, factor in cfg.attention_levels)
+                )
+                channels = out
+            if level > 0:
+                self.up.append(Upsample(channels))
+                factor //= 2
+
+    def _find_temporal_names(self) -> list[str]:
+        names = []
+        for module_name, module in self.named_modules():
+            if isinstance(module, (*TEMPORAL_MODULES, FpsEmbedding)):
+                names.extend(f"{module_name}.{key}" for key in module.state_dict())
+        return sorted(names)
+
+    def temporal_parameter_names(self) -> list[str]:
+        """Sorted state-dict keys of the video-only layers (temporal convs/attention, fps embedding)."""
+        return sorted(self._temporal_names)
+
+    def is_temporal_parameter(self, name: str) -> bool:
+        """Whether ``name`` (a named_parameters / state_dict key) belongs to a video-only layer."""
+        return name in self._temporal_names
+
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        image_emb: Tensor | None = None,
+        text_states: Tensor | None = None,
+        text_mask: Tensor | None = None,
+        fps: Tensor | None = None,
+        drop_image: Tensor | None = None,
+        drop_text: Tensor | None = None,
+        extra: Tensor | None = None,
+    ) -> Tensor:
+        """Predict the diffusion target for a noisy batch.
+
+        Args:
+            x: ``b c h w`` images, or ``b c t h w`` videos (temporal UNet only); c = in_channels.
+            t: ``(b,)`` timesteps, int or float.
+            image_emb: ``(b, cond_dim)`` CLIP image embedding; required when cond_dim > 0.
+            text_states: ``(b, n, text_dim)`` per-token text states (text_dim > 0); None = text dropped.
+            text_mask: ``(b, n)`` bool, True = real token.
+            fps: ``(b,)`` float frames per second (fps_cond only); required for videos, optional for images.
+            drop_image: ``(b,)`` bool, True = learned null image embedding (ignored when cond_dim is 0).
+            drop_text: ``(b,)`` bool, True = text masked out (ignored when text_dim is 0).
+            extra: ``b e h w`` / ``b e t h w`` channels concatenated to ``x`` (e = extra_in_channels).
+
+        Returns:
+            ``x``'s layout with out_channels channels.
+        """
+        self._check_inputs(x, extra)
+        batch = x.shape[0]
+        emb = self._time_embedding(t, fps, x.ndim, batch)
+        time_add, context, context_mask = self.cond(
+            batch, image_emb, drop_image, text_states, text_mask, drop_text
+        )
+        if time_add is not None:
+            emb = emb + time_add
+        h = self.input_conv(x if extra is None else torch.cat([x, extra.to(x.dtype)], dim=1))
+        skips = [h]
+        for block in self.down:
+            h = (
+                self._run(block, h)
+                if isinstance(block, Downsample)
+                else self._run(block, h, emb, context, context_mask)
+            )
+            skips.append(h)
+        for block in self.middle:
+            h = self._run(block, h, emb, context, context_mask)
+        for block in self.up:
+            if isinstance(block, Upsample):
+                h = self._run(block, h)
+            else:
+                h = self._run(block, torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)
+        return self.out_conv(F.silu(self.out_norm(h)))
+
+    def _run(self, block: nn.Module, *args: Tensor | None) -> Tensor:
+        if self.cfg.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
+    def _time_embedding(self, t: Tensor, fps: Tensor | None, ndim: int, batch: int) -> Tensor:
+        if t.shape != (batch,):
+            raise ValueError(f"t must have shape ({batch},), got {tuple(t.shape)}")
+        emb = self.time_embed(t)
+        if fps is None:
+            if self.fps_embed is not None and ndim == 5:
+                raise ValueError("fps (b,) is required for video input when unet.fps_cond is True")
+            return emb
+        if self.fps_embed is None:
+            raise ValueError("fps was given but the UNet was built with fps_cond=False")
+        if fps.shape != (batch,):
+            raise ValueError(f"fps must have shape ({batch},), got {tuple(fps.shape)}")
+        return emb + self.fps_embed(fps)
+
+    def _check_inputs(self, x: Tensor, extra: Tensor | None) -> None:
+        cfg = self.cfg
+        if x.ndim == 5 and not cfg.temporal:
+            raise ValueError(
+                f"got a video input of shape {tuple(x.shape)} (b c t h w) but the UNet has temporal=False; "
+                "pass images b c h w or build the UNet with temporal=True"
+            )
+        if x.ndim not in (4, 5):
+            raise ValueError(f"x must be b c h w or b c t h w, got shape {tuple(x.shape)}")
+        if x.shape[1] != cfg.in_channels:
+            raise ValueError(f"x has {x.shape[1]} channels, the UNet expects in_channels {cfg.in_channels}")
+        height, width = x.shape[-2:]
+        if height % self.downsample_factor or width % self.downsample_factor:
+            raise ValueError(
+                f"spatial size {height}x{width} must be divisible by {self.downsample_factor} "
+                f"(2 ** (len(channel_mults) - 1))"
+            )
+        if cfg.extra_in_channels == 0:
+            if extra is not None:
+                raise ValueError("extra was given but the UNet has extra_in_channels 0")
+            return
+        expected = (x.shape[0], cfg.extra_in_channels, *x.shape[2:])
+        if extra is None or tuple(extra.shape) != expected:
+            got = None if extra is None else tuple(extra.shape)
+            raise ValueError(f"extra must have shape {expected} (extra_in_channels), got {got}")

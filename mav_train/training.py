@@ -1,0 +1,115 @@
+"""Build the run directory, logger, callbacks and Trainer for a resolved config."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from mav_train.callbacks.curriculum import FpsCurriculumSync
+from mav_train.callbacks.sample_logger import SampleLogger
+from mav_train.callbacks.throughput import Throughput
+from mav_train.distributed import build_strategy
+
+log = logging.getLogger(__name__)
+
+WANDB_ID_FILE = "wandb_run_id.txt"
+
+
+def default_run_dir(cfg: DictConfig) -> Path:
+    return Path("runs") / str(cfg.recipe)
+
+
+def with_run_dir(cfg: DictConfig) -> DictConfig:
+    """A copy of ``cfg`` with ``run_dir`` filled in (``runs/<recipe>`` when not given)."""
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    out = OmegaConf.merge(cfg, {"run_dir": str(run_dir)})
+    OmegaConf.set_readonly(out, True)
+    return out
+
+
+def wandb_mode(mode: str) -> str:
+    """``auto``: online when W&B credentials are configured (WANDB_API_KEY or a netrc entry), else offline."""
+    if mode != "auto":
+        return mode
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    if netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
+        return "online"
+    return "offline"
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The run id kept in the run directory, so a resumed or requeued job continues the same W&B run."""
+    path = run_dir / WANDB_ID_FILE
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = secrets.token_hex(4)
+    if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(run_id)
+    return run_id
+
+
+def build_logger(cfg: DictConfig, run_dir: Path) -> Logger | bool:
+    lc = cfg.logger
+    if lc.kind == "none":
+        return False
+    if lc.kind == "csv":
+        return CSVLogger(save_dir=str(run_dir), name="csv")
+    mode = wandb_mode(lc.mode)
+    return WandbLogger(
+        project=lc.project, entity=lc.entity, name=lc.name or str(cfg.recipe), group=lc.group,
+        tags=list(lc.tags), id=wandb_run_id(run_dir), resume="allow", save_dir=str(run_dir), mode=mode,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[L.Callback]:
+    ck = cfg.checkpoint
+    callbacks: list[L.Callback] = [
+        ModelCheckpoint(dirpath=str(run_dir), filename="best-{step:07d}", monitor=ck.monitor, mode="min",
+                        save_top_k=ck.save_top_k, save_last=True, every_n_train_steps=ck.every_n_steps),
+        SampleLogger(run_dir / "samples", cfg.sampling.every_n_steps, cfg.sampling.num_samples,
+                     steps=cfg.sampling.steps, guidance_scale=cfg.sampling.guidance_scale, seed=cfg.trainer.seed),
+        Throughput("video" if cfg.data.kind == "video" else "image"),
+    ]
+    if cfg.data.kind == "video":
+        callbacks.append(FpsCurriculumSync())
+    if has_logger:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    return callbacks
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list[L.Callback] | None = None,
+                  strategy=None) -> L.Trainer:
+    t = cfg.trainer
+    logger = build_logger(cfg, run_dir)
+    callbacks = build_callbacks(cfg, run_dir, has_logger=bool(logger)) + list(extra_callbacks or [])
+    return L.Trainer(
+        max_steps=t.max_steps, max_epochs=t.max_epochs, devices=t.devices, num_nodes=t.num_nodes,
+        accelerator=t.accelerator, strategy=strategy if strategy is not None else build_strategy(t),
+        precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=t.gradient_clip_val, log_every_n_steps=t.log_every_n_steps,
+        val_check_interval=t.val_check_interval or cfg.checkpoint.every_n_steps, check_val_every_n_epoch=None,
+        limit_val_batches=t.limit_val_batches, enable_progress_bar=t.enable_progress_bar,
+        deterministic=t.deterministic, use_distributed_sampler=False, default_root_dir=str(run_dir),
+        logger=logger, callbacks=callbacks, **dict(t.extra),
+    )
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
+    """``checkpoint.resume=auto``: continue from the run directory's last checkpoint when there is one."""
+    if cfg.checkpoint.resume == "never":
+        return None
+    last = run_dir / "last.ckpt"
+    return str(last) if last.exists() else None

@@ -1,0 +1,134 @@
+"""GaussianDiffusion: forward process, parameterisations, loss, buffers."""
+
+import pytest
+import torch
+
+from mav_train.config.schema import DiffusionConfig
+from mav_train.diffusion import GaussianDiffusion
+from mav_train.diffusion import parameterization as param
+
+
+def _diffusion(**kw) -> GaussianDiffusion:
+    return GaussianDiffusion(DiffusionConfig(**kw))
+
+
+def test_schedule_buffers_not_in_state_dict_and_follow_device():
+    d = _diffusion()
+    assert d.state_dict() == {}
+    names = {name for name, _ in d.named_buffers()}
+    assert {"betas", "alphas_cumprod", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod"} <= names
+    d = d.to("meta")
+    assert d.alphas_cumprod.device.type == "meta"
+
+
+def test_dtype_casts_do_not_reach_schedule():
+    d = _diffusion(schedule="linear")
+    before = d.sqrt_one_minus_alphas_cumprod.clone()
+    d = d.to(torch.bfloat16)
+    assert d.sqrt_one_minus_alphas_cumprod.dtype == torch.float32
+    assert torch.equal(d.sqrt_one_minus_alphas_cumprod, before)
+    d.half()
+    assert d.alphas_cumprod.dtype == torch.float32
+
+
+def test_sample_timesteps_range_and_generator():
+    d = _diffusion(timesteps=20, sample_steps=20)
+    t = d.sample_timesteps(4000, "cpu", torch.Generator().manual_seed(0))
+    assert t.dtype == torch.long and t.shape == (4000,)
+    assert t.min().item() == 0 and t.max().item() == 19
+    again = d.sample_timesteps(4000, "cpu", torch.Generator().manual_seed(0))
+    assert torch.equal(t, again)
+    counts = torch.bincount(t, minlength=20).float()
+    assert counts.min().item() > 120  # uniform: 200 expected per bin
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_q_sample_statistics(schedule):
+    d = _diffusion(schedule=schedule)
+    g = torch.Generator().manual_seed(0)
+    n = 20000
+    x0 = torch.full((n, 1, 1, 1), 0.7)
+    for step in (0, 300, 999):
+        t = torch.full((n,), step, dtype=torch.long)
+        x_t = d.q_sample(x0, t, torch.randn(x0.shape, generator=g))
+        ac = d.alphas_cumprod64[step].item()
+        assert x_t.mean().item() == pytest.approx(0.7 * ac**0.5, abs=0.03)
+        assert x_t.var().item() == pytest.approx(1 - ac, abs=0.03 * max(1 - ac, 1e-3) + 1e-6)
+
+
+def test_q_sample_exact_and_per_sample_t():
+    d = _diffusion()
+    x0, noise = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    t = torch.tensor([0, 500, 999])
+    x_t = d.q_sample(x0, t, noise)
+    for i in range(3):
+        ac = d.alphas_cumprod64[t[i]].item()
+        expected = ac**0.5 * x0[i] + (1 - ac) ** 0.5 * noise[i]
+        assert torch.allclose(x_t[i], expected, atol=1e-6)
+
+
+def test_q_sample_rejects_mismatched_t():
+    with pytest.raises(ValueError, match=r"\(2,\)"):
+        _diffusion().q_sample(
+            torch.zeros(2, 3, 4, 4), torch.zeros(3, dtype=torch.long), torch.zeros(2, 3, 4, 4)
+        )
+
+
+@pytest.mark.parametrize("kind", ["eps", "v"])
+@pytest.mark.parametrize("shape", [(4, 3, 8, 8), (2, 3, 5, 4, 4)])
+def test_conversions_are_exact_inverses(kind, shape):
+    d = _diffusion(parameterization=kind)
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1
+    noise = torch.randn(shape, generator=g, dtype=torch.float64)
+    t = torch.linspace(0, 999, shape[0]).long()
+    x_t = d.q_sample(x0, t, noise)
+    out = d.target(x0, noise, t)
+    assert x_t.shape == out.shape == shape
+    assert torch.allclose(d.predict_x0(x_t, t, out), x0, atol=1e-9)
+    assert torch.allclose(d.predict_eps(x_t, t, out), noise, atol=1e-9)
+    if kind == "eps":
+        assert torch.equal(out, noise)
+    else:
+        # Float64 inputs use the float64 schedule.
+        a = d.alphas_cumprod64[t].sqrt().view(-1, *[1] * (len(shape) - 1))
+        s = (1 - d.alphas_cumprod64[t]).sqrt().view(-1, *[1] * (len(shape) - 1))
+        assert torch.allclose(out, a * noise - s * x0, atol=1e-12)
+        # x0 <-> v <-> eps round trips through the pure functions too.
+        assert torch.allclose(param.eps_from_output("v", x_t, out, a, s), param.eps_from_x0(x_t, x0, a, s))
+
+
+def test_eps_and_v_targets_differ_and_x0_agrees():
+    x0, noise = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    t = torch.tensor([100, 800])
+    d_eps, d_v = _diffusion(parameterization="eps"), _diffusion(parameterization="v")
+    assert not torch.allclose(d_eps.target(x0, noise, t), d_v.target(x0, noise, t))
+    x_t = d_eps.q_sample(x0, t, noise)
+    assert torch.allclose(d_v.predict_x0(x_t, t, d_v.target(x0, noise, t)), x0, atol=1e-4)
+
+
+def test_unknown_parameterization_and_sampler():
+    with pytest.raises(ValueError, match="eps, v"):
+        _diffusion(parameterization="x0")
+    with pytest.raises(ValueError, match="ddim, ddpm"):
+        _diffusion(sampler="euler")
+    with pytest.raises(ValueError, match="sample_steps 2000"):
+        _diffusion(sample_steps=2000)
+
+
+@pytest.mark.parametrize("kind", ["eps", "v"])
+def test_loss(kind):
+    d = _diffusion(parameterization=kind)
+    x0, noise = torch.randn(3, 3, 2, 4, 4), torch.randn(3, 3, 2, 4, 4)
+    t = torch.tensor([5, 50, 500])
+    target = d.target(x0, noise, t)
+    assert d.loss(target, x0, noise, t).item() == pytest.approx(0.0, abs=1e-12)
+    out = target.clone()
+    out[1] += 2.0
+    per_sample = d.loss_per_sample(out, x0, noise, t)
+    assert per_sample.shape == (3,)
+    assert torch.allclose(per_sample, torch.tensor([0.0, 4.0, 0.0]), atol=1e-5)
+    assert d.loss(out, x0, noise, t).item() == pytest.approx(4.0 / 3, rel=1e-5)
+    out.requires_grad_(True)
+    d.loss(out, x0, noise, t).backward()
+    assert out.grad is not None
