@@ -5,14 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import lightning as L
-
-from datamodules.factory import build_datamodule
-from mav_train.components.init import initialise_from_checkpoint
 from mav_train.components.registry import COMPONENTS, component_class
 from mav_train.config.load import load_config, save_config
 from mav_train.config.validate import validate
-from mav_train.training import build_trainer, resume_checkpoint, with_run_dir
 
 HELP = """\
 Train one component (decoder, temporal_decoder, ...) from a recipe.
@@ -52,6 +47,8 @@ def prepare_run(args: list[str]):
         log.info("no init.checkpoint: training all layers of %s (model.freeze_spatial applies only when "
                  "inflating a trained image model)", cfg.component)
         cfg = load_config(recipe, [*overrides, "model.freeze_spatial=false"])
+    from mav_train.training import with_run_dir
+
     cfg = with_run_dir(cfg)
     validate(cfg, COMPONENTS)
     run_dir = Path(cfg.run_dir)
@@ -62,6 +59,13 @@ def prepare_run(args: list[str]):
 def run(args: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg, run_dir = prepare_run(args)
+    # Heavy imports only once the config is known to be valid.
+    import lightning as L
+
+    from datamodules.factory import build_datamodule
+    from mav_train.components.init import initialise_from_checkpoint
+    from mav_train.training import build_trainer, resume_checkpoint
+
     L.seed_everything(cfg.trainer.seed, workers=True)
     datamodule = build_datamodule(cfg.data, cache_dir=cfg.cache_dir)
     module = component_class(cfg.component)(cfg)

@@ -73,7 +73,7 @@ class DiffusionComponent(L.LightningModule):
         self.network = self.build_network()
         self.ema_network: UNet | None = None
         if cfg.ema.enabled:
-            self.ema_network = copy.deepcopy(self.network).requires_grad_(False).eval()
+            self.ema_network = copy.deepcopy(self.network).requires_grad_(False)
         self.skip_tally = SkipTally()
         self.configure_trainable()
 

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from mav_train.components.base import DiffusionComponent
-from mav_train.components.decoder import Decoder
-from mav_train.components.temporal_decoder import TemporalDecoder
+if TYPE_CHECKING:
+    from mav_train.components.base import DiffusionComponent
 
-COMPONENTS: dict[str, type[DiffusionComponent]] = {
-    "decoder": Decoder,
-    "temporal_decoder": TemporalDecoder,
+# name -> (module, class). Imported on demand, so validating a config or printing --help stays light.
+COMPONENTS: dict[str, tuple[str, str]] = {
+    "decoder": ("mav_train.components.decoder", "Decoder"),
+    "temporal_decoder": ("mav_train.components.temporal_decoder", "TemporalDecoder"),
 }
 
 
 def component_class(name: str) -> type[DiffusionComponent]:
     if name not in COMPONENTS:
         raise ValueError(f"unknown component '{name}'; known components: {', '.join(COMPONENTS)}")
-    return COMPONENTS[name]
+    module, cls = COMPONENTS[name]
+    return getattr(importlib.import_module(module), cls)
 
 
 def load_checkpoint_file(path: str | Path) -> dict:

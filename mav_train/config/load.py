@@ -7,6 +7,7 @@ names the dotted key (and the closest valid key, the bad value, or how to fix it
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from pathlib import Path
 
@@ -113,9 +114,11 @@ def _describe(err: OmegaConfBaseException) -> str:
     key = getattr(err, "full_key", None) or "?"
     first = _one_line(err)
     if isinstance(err, ConfigKeyError):
-        hint = first.split("Did you mean:", 1)
-        suggestion = f" (did you mean '{_sibling(key, hint[1].strip().strip(' ?'))}'?)" if len(hint) > 1 else ""
-        return f"unknown config key '{key}'{suggestion}"
+        names = re.findall(r"'([^']+)'", first.split("Did you mean", 1)[1]) if "Did you mean" in first else []
+        if names:
+            options = " or ".join(f"'{_sibling(key, n)}'" for n in names)
+            return f"unknown config key '{key}' (did you mean {options}?)"
+        return f"unknown config key '{key}'"
     if isinstance(err, MissingMandatoryValue):
         return f"missing required config value '{key}'"
     return f"invalid value for '{key}': {first}"
@@ -123,7 +126,7 @@ def _describe(err: OmegaConfBaseException) -> str:
 
 def _sibling(full_key: str, name: str) -> str:
     parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
-    return f"{parent}.{name.strip(chr(39))}" if parent else name.strip(chr(39))
+    return f"{parent}.{name}" if parent else name
 
 
 def load_config(recipe: str, overrides: list[str] | None = None) -> DictConfig:
