@@ -179,11 +179,10 @@ class DiffusionComponent(L.LightningModule):
         decay = self.cfg.ema.decay
         if self.cfg.ema.warmup:
             decay = min(decay, (1 + step) / (10 + step))
-        ema = [p for p in self.ema_network.parameters()]
-        live = [p.detach() for p in self.network.parameters()]
-        pairs = [(e, p) for e, p in zip(ema, live, strict=True) if p.requires_grad or e.dtype != p.dtype]
+        pairs = [(e, p.detach()) for e, p in zip(self.ema_network.parameters(), self.network.parameters(),
+                                                  strict=True) if p.requires_grad]
         if pairs:
-            torch._foreach_lerp_([e for e, _ in pairs], [p.to(e.dtype) for _, p in pairs], 1.0 - decay)
+            torch._foreach_lerp_([e for e, _ in pairs], [p.to(e.dtype) for e, p in pairs], 1.0 - decay)
 
     @override
     def configure_optimizers(self):

@@ -64,6 +64,7 @@ def test_checkpoint_round_trip_and_sampling(tmp_path):
     torch.manual_seed(0)
     cfg = load_config("demo/decoder", OVERRIDES)
     module = component_class("decoder")(cfg)
+    initial = {k: v.clone() for k, v in module.network.state_dict().items()}
     batch = toy_batch(4)
     trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, default_root_dir=tmp_path)
@@ -76,9 +77,13 @@ def test_checkpoint_round_trip_and_sampling(tmp_path):
     loaded = load_component(path)
     for (k, a), b in zip(module.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
-    # EMA moved away from the live weights during training.
+    # The EMA followed the live weights (the zero-initialised output conv moved) but lags behind them.
     live, ema = module.network.state_dict(), module.ema_network.state_dict()
     assert any(not torch.equal(live[k], ema[k]) for k in live)
+    assert ema["out_conv.weight"].abs().max() > 0 and torch.equal(initial["out_conv.weight"], torch.zeros_like(
+        initial["out_conv.weight"]))
+    moved = [k for k in live if not torch.equal(initial[k], ema[k])]
+    assert len(moved) > 0.9 * len(live)
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     s1 = loaded.sample_from_batch(batch, 2, generator=g1, steps=4)
     s2 = loaded.sample_from_batch(batch, 2, generator=g2, steps=4)

@@ -1,0 +1,99 @@
+"""D^t as a component: inflation from a decoder checkpoint preserves its function, only temporal layers train
+when the spatial ones are frozen, joint image batches add their loss, sampling gives videos."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from einops import rearrange
+from torch.utils.data import DataLoader
+
+from mav_train.components.init import initialise_from_checkpoint
+from mav_train.components.registry import component_class
+from mav_train.config.load import load_config
+from tests.components.test_decoder import OVERRIDES, Repeat, toy_batch
+
+VIDEO = ["data.num_frames=4", "unet.max_frames=8"]
+
+
+def trained_decoder_checkpoint(tmp_path) -> str:
+    torch.manual_seed(0)
+    decoder = component_class("decoder")(load_config("demo/decoder", OVERRIDES))
+    trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(decoder, train_dataloaders=DataLoader(Repeat(toy_batch(4), 10), batch_size=None))
+    path = tmp_path / "decoder.ckpt"
+    trainer.save_checkpoint(path)
+    return str(path)
+
+
+def video_batch(b: int = 2, t: int = 4, r: int = 16) -> dict:
+    torch.manual_seed(1)
+    video = torch.rand(b, 3, t, r, r) * 2 - 1
+    return {"video": video, "clip_image": video[:, :, 0], "fps": torch.tensor([4.0, 24.0])[:b]}
+
+
+def test_inflated_temporal_decoder_matches_decoder_frame_by_frame(tmp_path):
+    path = trained_decoder_checkpoint(tmp_path)
+    decoder = component_class("decoder")(load_config("demo/decoder", OVERRIDES))
+    decoder.load_state_dict(torch.load(path, weights_only=False)["state_dict"])
+    video = component_class("temporal_decoder")(load_config("demo/temporal_decoder", OVERRIDES + VIDEO))
+    report = initialise_from_checkpoint(video, path)
+    assert "initialised temporal_decoder" in report
+
+    batch = video_batch()
+    x = torch.randn(2, 3, 4, 16, 16)
+    t = torch.tensor([10, 700])
+    emb = decoder.clip.encode_image(batch["clip_image"])
+    drop = torch.zeros(2, dtype=torch.bool)
+    with torch.no_grad():
+        out_video = video.ema_network(x, t, image_emb=emb, fps=batch["fps"], drop_image=drop,
+                                      drop_text=~drop)
+        frames = rearrange(x, "b c t h w -> (b t) c h w")
+        out_image = decoder.ema_network(frames, t.repeat_interleave(4), image_emb=emb.repeat_interleave(4, 0),
+                                        drop_image=drop.repeat_interleave(4), drop_text=~drop.repeat_interleave(4))
+    diff = (rearrange(out_image, "(b t) c h w -> b c t h w", b=2) - out_video).abs().max().item()
+    assert out_video.abs().max() > 1e-3, "trained decoder should not output zeros"
+    assert diff <= 1e-5, diff
+
+
+def test_freeze_spatial_trains_only_temporal_layers(tmp_path):
+    module = component_class("temporal_decoder")(load_config("demo/temporal_decoder", OVERRIDES + VIDEO))
+    # From a trained decoder: with the zero-initialised output conv of a fresh UNet frozen, no gradient would
+    # reach the temporal layers at all.
+    initialise_from_checkpoint(module, trained_decoder_checkpoint(tmp_path))
+    trainable = {n for n, p in module.network.named_parameters() if p.requires_grad}
+    assert trainable and trainable == set(module.network.temporal_parameter_names())
+    before = {n: p.detach().clone() for n, p in module.network.named_parameters()}
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(module, train_dataloaders=DataLoader(Repeat(video_batch(), 10), batch_size=None))
+    for name, param in module.network.named_parameters():
+        changed = not torch.equal(before[name], param.detach())
+        if name not in trainable:
+            assert not changed, name
+    assert any(not torch.equal(before[n], p.detach()) for n, p in module.network.named_parameters() if n in trainable)
+
+
+def test_train_all_layers_when_not_frozen():
+    module = component_class("temporal_decoder")(
+        load_config("demo/temporal_decoder", OVERRIDES + VIDEO + ["model.freeze_spatial=false"]))
+    assert all(p.requires_grad for p in module.network.parameters())
+
+
+def test_joint_image_batches_add_an_image_loss():
+    module = component_class("temporal_decoder")(load_config("demo/temporal_decoder", OVERRIDES + VIDEO))
+    batch = video_batch()
+    images = toy_batch(3)["image"]
+    batch.update(images=images, images_clip=images)
+    loss = module.extra_losses(batch)
+    assert torch.is_tensor(loss) and loss.item() > 0
+    assert module.extra_losses(video_batch()) == 0.0
+
+
+def test_sample_video_shape_and_determinism():
+    module = component_class("temporal_decoder")(load_config("demo/temporal_decoder", OVERRIDES + VIDEO))
+    batch = video_batch()
+    a = module.sample_from_batch(batch, 2, generator=torch.Generator().manual_seed(0), steps=3)
+    b = module.sample_from_batch(batch, 2, generator=torch.Generator().manual_seed(0), steps=3)
+    assert a.shape == (2, 3, 4, 16, 16) and torch.equal(a, b)
