@@ -103,7 +103,7 @@ class ImageSampleDecoder:
 
 class ImageTextDataModule(ShardDataModule):
     """img2dataset shards -> batches ``{"image": (b,3,R,R), "clip_image": (b,3,C,C), "caption": list[str],
-    "key": list[str], "skips": {reason: LongTensor}, "worker_id": int}`` with pixels in [-1, 1].
+    "key": list[str], "skips": {reason: int}, "worker_id": int}`` with pixels in [-1, 1].
 
     ``clip_image`` is the same picture at ``clip_resolution`` in [-1, 1]; CLIP's mean/std normalisation is the
     encoder's business. See :mod:`datamodules.base` for splitting, epochs and resume.

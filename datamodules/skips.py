@@ -1,6 +1,6 @@
 """Counting skipped samples inside dataloader workers, and tallying them in the training process.
 
-Every batch carries ``batch["skips"]``: reason -> LongTensor scalar of that worker's *cumulative* count, and
+Every batch carries ``batch["skips"]``: reason -> int, that worker's *cumulative* count, and
 ``batch["worker_id"]``. :class:`SkipTally` turns those into per-rank totals. Besides real skips, a few reasons
 count events that keep the sample (``fps_adjusted``: a video clip was sampled at a higher fps to fit).
 """
@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
-
-import torch
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +51,10 @@ class SkipCounter:
             self._warned += 1
             logger.warning("skipped %s (%s): %s", key, name, detail[:200])
 
-    def as_tensors(self) -> dict[str, torch.Tensor]:
-        return {reason: torch.tensor(value, dtype=torch.long) for reason, value in self.counts.items()}
+    def as_ints(self) -> dict[str, int]:
+        """Plain ints: a 0-d tensor per counter would cross from worker to trainer in a shared-memory segment
+        of its own, and on a GPU be copied to the device and read back (a sync per counter per step)."""
+        return dict(self.counts)
 
 
 class SkipTally:

@@ -108,7 +108,7 @@ class ShardStream(IterableDataset):
         produced = 0
         while count is None or produced < count:
             batch = self.decoder.collate([next(samples) for _ in range(spec.batch_size)])
-            batch["skips"] = self.counter.as_tensors()
+            batch["skips"] = self.counter.as_ints()
             batch["worker_id"] = worker
             produced += 1
             yield batch

@@ -116,7 +116,7 @@ class JointStream(IterableDataset):
 
 class VideoDataModule(ShardDataModule):
     """video2dataset shards -> ``{"video": (b,3,T,R,R), "fps": (b,), "clip_image": (b,3,C,C),
-    "key": list[str], "skips": {reason: LongTensor}, "worker_id": int}`` in [-1, 1], plus ``images``
+    "key": list[str], "skips": {reason: int}, "worker_id": int}`` in [-1, 1], plus ``images``
     (bi,3,R,R) and ``images_clip`` (bi,3,C,C) when ``data.image_batch_size`` > 0 (from ``data.image_shards``,
     or the demo images for demo data).
 

@@ -13,13 +13,16 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from mav_train.callbacks.curriculum import FpsCurriculumSync
+from mav_train.callbacks.preemption import Preemption
 from mav_train.callbacks.sample_logger import SampleLogger
 from mav_train.callbacks.throughput import Throughput
-from mav_train.distributed import build_strategy
+from mav_train.checkpoints import newest_checkpoint
+from mav_train.distributed import build_strategy, plugins
 
 log = logging.getLogger(__name__)
 
 WANDB_ID_FILE = "wandb_run_id.txt"
+PREEMPT_CKPT = "preempted.ckpt"  # written by the Preemption callback on SIGUSR1 / SIGTERM
 
 
 def default_run_dir(cfg: DictConfig) -> Path:
@@ -80,8 +83,10 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[L.
         ModelCheckpoint(dirpath=str(run_dir), filename="best-{step:07d}", monitor=ck.monitor, mode="min",
                         save_top_k=ck.save_top_k, save_last=True, every_n_train_steps=ck.every_n_steps),
         SampleLogger(run_dir / "samples", cfg.sampling.every_n_steps, cfg.sampling.num_samples,
-                     steps=cfg.sampling.steps, guidance_scale=cfg.sampling.guidance_scale, seed=cfg.trainer.seed),
+                     steps=cfg.sampling.steps, guidance_scale=cfg.sampling.guidance_scale,
+                     seed=cfg.trainer.seed),
         Throughput("video" if cfg.data.kind == "video" else "image"),
+        Preemption(run_dir / PREEMPT_CKPT),
     ]
     if cfg.data.kind == "video":
         callbacks.append(FpsCurriculumSync())
@@ -92,12 +97,14 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[L.
 
 def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list[L.Callback] | None = None,
                   strategy=None) -> L.Trainer:
+    """The Trainer for ``cfg``; ``strategy`` (a Lightning strategy object) replaces ``trainer.strategy``."""
     t = cfg.trainer
     logger = build_logger(cfg, run_dir)
     callbacks = build_callbacks(cfg, run_dir, has_logger=bool(logger)) + list(extra_callbacks or [])
+    strategy = strategy if strategy is not None else build_strategy(t, batch_size=cfg.data.batch_size)
     return L.Trainer(
         max_steps=t.max_steps, max_epochs=t.max_epochs, devices=t.devices, num_nodes=t.num_nodes,
-        accelerator=t.accelerator, strategy=strategy if strategy is not None else build_strategy(t),
+        accelerator=t.accelerator, strategy=strategy, plugins=plugins(strategy),
         precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val, log_every_n_steps=t.log_every_n_steps,
         val_check_interval=t.val_check_interval or cfg.checkpoint.every_n_steps, check_val_every_n_epoch=None,
@@ -108,8 +115,14 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list[L.Callba
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
-    """``checkpoint.resume=auto``: continue from the run directory's last checkpoint when there is one."""
+    """``checkpoint.resume=auto``: continue from the run directory's newest checkpoint when there is one.
+
+    Candidates: ``last.ckpt`` (ModelCheckpoint), ``preempted.ckpt`` (the Preemption callback) and Lightning's
+    ``hpc_ckpt_*.ckpt``; the one with the highest global step wins (the later one on a tie), so a requeued
+    job never goes back to an older checkpoint.
+    """
     if cfg.checkpoint.resume == "never":
         return None
-    last = run_dir / "last.ckpt"
-    return str(last) if last.exists() else None
+    candidates = [run_dir / "last.ckpt", run_dir / PREEMPT_CKPT, *run_dir.glob("hpc_ckpt_*.ckpt")]
+    newest = newest_checkpoint(candidates)
+    return str(newest) if newest is not None else None

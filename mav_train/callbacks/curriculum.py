@@ -18,8 +18,10 @@ class FpsCurriculumSync(L.Callback):
                 alpha, beta = datamodule.curriculum.params_at(trainer.global_step)
                 pl_module.log_dict({"data/fps_alpha": float(alpha), "data/fps_beta": float(beta)}, on_step=True)
 
+    # on_train_start, not on_fit_start: a resumed run has its global step (and the datamodule its saved
+    # curriculum step) only after on_fit_start.
     @override
-    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         datamodule = trainer.datamodule
         if datamodule is not None and hasattr(datamodule, "set_step"):
             datamodule.set_step(trainer.global_step)

@@ -35,13 +35,17 @@ class SampleLogger(L.Callback):
             self._batch = {k: (v[: self.num_samples].detach().clone() if torch.is_tensor(v) else
                                (v[: self.num_samples] if isinstance(v, list) else v)) for k, v in batch.items()}
         step = trainer.global_step
-        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != getattr(self, "_last", -1):
+        due = self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0
+        if due and step != getattr(self, "_last", -1):
             self._last = step
             self.log_samples(trainer, pl_module, step)
 
     @override
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
-        if self._batch is not None and trainer.global_step != getattr(self, "_last", -1):
+        # Only at a normal end of training: a preempted run should spend its last seconds saving, not sampling.
+        finished = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        if self.every_n_steps > 0 and finished and self._batch is not None and trainer.global_step != getattr(
+                self, "_last", -1):
             self.log_samples(trainer, pl_module, trainer.global_step)
 
     @rank_zero_only

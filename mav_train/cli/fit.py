@@ -56,8 +56,22 @@ def prepare_run(args: list[str]):
     return cfg, run_dir
 
 
-def run(args: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+def setup_logging() -> None:
+    """Our own loggers print INFO to stderr; Lightning keeps its own handler (no duplicated lines)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    for name in ("mav_train", "datamodules"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def run(args: list[str], strategy=None, extra_callbacks: list | None = None) -> int:
+    """``strategy`` / ``extra_callbacks``: for scripts that call fit with a custom Lightning strategy object
+    or additional callbacks (e.g. the CPU DeepSpeed and key-recording script of tests/distributed/)."""
+    setup_logging()
     cfg, run_dir = prepare_run(args)
     # Heavy imports only once the config is known to be valid.
     import lightning as L
@@ -77,7 +91,7 @@ def run(args: list[str]) -> int:
     elif cfg.unet.temporal:
         log.info("init.checkpoint is not set: training %s from scratch (no image decoder to inflate)",
                  cfg.component)
-    trainer = build_trainer(cfg, run_dir)
+    trainer = build_trainer(cfg, run_dir, extra_callbacks=extra_callbacks, strategy=strategy)
     if trainer.is_global_zero:
         save_config(cfg, run_dir / "config.yaml")
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)

@@ -16,6 +16,8 @@ VERBS = {
     "sample": "mav_train.cli.sample",
     "prepare": "mav_train.cli.prepare",
     "recipes": "mav_train.cli.recipes",
+    "submit": "mav_train.cli.submit",
+    "consolidate": "mav_train.cli.consolidate",
 }
 
 OVERRIDES_HELP = """\

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import lightning as L
 import torch
 from einops import repeat
-from lightning.pytorch.utilities import grad_norm
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from typing_extensions import override
@@ -24,6 +23,9 @@ from mav_train.config.load import config_from_container
 from mav_train.diffusion import GaussianDiffusion
 from mav_train.nn.encoders import FrozenCLIP
 from mav_train.nn.unet import UNet
+
+# Counters that datamodules report beside the skips, for samples that were kept.
+KEPT_REASONS = ("fps_adjusted",)
 
 
 @dataclass
@@ -143,13 +145,16 @@ class DiffusionComponent(L.LightningModule):
         return 0.0
 
     def _log_skips(self, batch: dict) -> None:
+        """Per-rank totals of skipped samples by reason (``fps_adjusted`` counts kept clips, not skips)."""
         if "skips" not in batch:
             return
         totals = self.skip_tally.update(batch)
+        b = len(batch.get("key", [])) or 1
         for reason, count in totals.items():
-            self.log(f"data/skipped_{reason}", float(count), on_step=True, reduce_fx="sum", sync_dist=False)
-        if totals:
-            self.log("data/skipped_total", float(sum(totals.values())), on_step=True)
+            prefix = "data/" if reason in KEPT_REASONS else "data/skipped_"
+            self.log(f"{prefix}{reason}", float(count), on_step=True, batch_size=b)
+        skipped = sum(c for r, c in totals.items() if r not in KEPT_REASONS)
+        self.log("data/skipped_total", float(skipped), on_step=True, batch_size=b)
 
     @override
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
@@ -162,12 +167,17 @@ class DiffusionComponent(L.LightningModule):
 
     @override
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        norms = grad_norm(self.network, norm_type=2)
-        if "grad_2.0_norm_total" in norms:
-            self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=True)
+        grads = [p.grad for p in self.network.parameters() if p.grad is not None]
+        if grads:
+            # One fused norm over all gradients (Lightning's grad_norm computes and logs one per parameter).
+            total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+            self.log("train/grad_norm", total, on_step=True)
 
     @override
-    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        # EMA right after the weights change: callbacks' on_train_batch_end (run before the module's; where
+        # ModelCheckpoint and the Preemption callback save) then see the EMA of this very step.
+        super().optimizer_step(*args, **kwargs)
         step = self.trainer.global_step
         if self.ema_network is not None and step != getattr(self, "_ema_step", -1):
             self._ema_step = step

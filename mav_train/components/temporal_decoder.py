@@ -23,9 +23,13 @@ class TemporalDecoder(DiffusionComponent):
     def configure_trainable(self) -> None:
         if not self.cfg.unet.temporal:
             raise ValueError("temporal_decoder needs unet.temporal=true")
-        if self.cfg.model.freeze_spatial:
-            for name, param in self.network.named_parameters():
+        for name, param in self.network.named_parameters():
+            if self.cfg.model.freeze_spatial:
                 param.requires_grad_(self.network.is_temporal_parameter(name))
+            elif self.network.is_text_parameter(name):
+                # Video has no text: the text branch inherited from the decoder gets no gradient, and keeping it
+                # trainable would force DDP to search for unused parameters every step.
+                param.requires_grad_(False)
 
     @override
     def prepare_batch(self, batch: dict) -> tuple[Tensor, Conditions]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 import typing
 from pathlib import Path
 
@@ -48,11 +49,31 @@ def list_recipe_names() -> list[str]:
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML 1.1 safe loading without base-60 numbers: ``time: 48:00:00`` stays the string a user means."""
+
+
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _NUMBER_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"))
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
+               r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
 def read_recipe(name: str) -> dict:
     """The raw mapping of one recipe file, without following ``base:``."""
     path = recipe_path(name)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_RecipeLoader) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"recipe {path}: invalid YAML: {err}".replace("\n", " ")) from err
     if not isinstance(data, dict):
@@ -75,33 +96,50 @@ def _recipe_chain(name: str) -> list[dict]:
     return list(reversed(chain))
 
 
-def _list_fields(schema: type, prefix: str = "") -> set[str]:
-    """Dotted names of every list-typed field in the schema."""
-    out: set[str] = set()
+def _field_types(schema: type, prefix: str = "") -> dict[str, object]:
+    """Dotted name → type hint of every leaf field in the schema."""
+    out: dict[str, object] = {}
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
-            out |= _list_fields(hint, f"{prefix}{f.name}.")
-        elif typing.get_origin(hint) is list:
-            out.add(f"{prefix}{f.name}")
+            out |= _field_types(hint, f"{prefix}{f.name}.")
+        else:
+            out[f"{prefix}{f.name}"] = hint
     return out
 
 
+def _is_string(hint: object) -> bool:
+    return hint is str or (typing.get_origin(hint) in (typing.Union, types.UnionType)
+                           and set(typing.get_args(hint)) == {str, type(None)})
+
+
 def parse_overrides(overrides: list[str]) -> DictConfig:
-    """``key=value`` strings to a config. A bare string for a list field becomes a one-element list."""
-    list_fields = _list_fields(RunConfig)
+    """``key=value`` strings to a config.
+
+    A bare string for a list field becomes a one-element list. Values of string fields are taken verbatim
+    (YAML would read ``slurm.time=48:00:00`` as the base-60 integer 172800); ``null`` still means None.
+    """
+    types_by_key = _field_types(RunConfig)
     items: list[str] = []
+    verbatim: list[tuple[str, str | None]] = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value (e.g. trainer.max_steps=100)")
         key, value = item.split("=", 1)
         key = SHORTHANDS.get(key, key)
-        if key in list_fields and value and not value.lstrip().startswith("["):
+        hint = types_by_key.get(key)
+        if typing.get_origin(hint) is list and value and not value.lstrip().startswith("["):
             value = "[" + ",".join(repr(v) for v in value.split(",")) + "]"
+        if hint is not None and _is_string(hint):
+            verbatim.append((key, None if value in ("null", "None", "~") else value))
+            continue
         items.append(f"{key}={value}")
     try:
-        return OmegaConf.from_dotlist(items)
+        parsed = OmegaConf.from_dotlist(items)
+        for key, value in verbatim:
+            OmegaConf.update(parsed, key, value, force_add=True)
+        return parsed
     except OmegaConfBaseException as err:
         raise ConfigError(f"cannot parse overrides {overrides}: {_one_line(err)}") from err
 

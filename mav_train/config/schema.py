@@ -215,6 +215,9 @@ class InitConfig:
 
 @dataclass
 class SlurmConfig:
+    """``submit``: the sbatch script rendered from ``slurm/train.sbatch``. One task per GPU; with
+    ``gpus_per_node=0``, ``tasks_per_node`` CPU tasks."""
+
     nodes: int = 1
     gpus_per_node: int = 8
     tasks_per_node: int = 1
@@ -224,10 +227,16 @@ class SlurmConfig:
     qos: str | None = None
     time: str = "48:00:00"
     mem: str | None = None
+    # SIGUSR1 this many seconds before the time limit: save, stop, requeue.
     requeue_signal_seconds: int = 120
+    # Extra "#SBATCH" lines ("--constraint=a100" or "#SBATCH --constraint=a100").
     extra_sbatch: list[str] = field(default_factory=list)
+    # Shell lines run before srun (module load ..., source venv/bin/activate, export NCCL_...=...).
     setup: list[str] = field(default_factory=list)
-    python: str = "python"
+    # Interpreter the tasks run; null = the one running `submit` (added: null default, was "python").
+    python: str | None = None
+    # sbatch --job-name (added); null = mav-<recipe>.
+    job_name: str | None = None
 
 
 @dataclass

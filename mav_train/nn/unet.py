@@ -170,6 +170,10 @@ class UNet(nn.Module):
         """Whether ``name`` (a named_parameters / state_dict key) belongs to a video-only layer."""
         return name in self._temporal_names
 
+    def is_text_parameter(self, name: str) -> bool:
+        """Whether ``name`` belongs to the text branch (per-token text states → context tokens)."""
+        return name.startswith(("cond.text_norm.", "cond.text_to_tokens."))
+
     def forward(
         self,
         x: Tensor,

@@ -100,3 +100,14 @@ def test_condition_dropout_rates():
     drops = module.condition_dropout(Conditions(image_emb=torch.zeros(20000, 32)), 20000)
     assert abs(drops["drop_image"].float().mean().item() - 0.25) < 0.02
     assert abs(drops["drop_text"].float().mean().item() - 0.5) < 0.02
+
+
+def test_every_trainable_parameter_gets_a_gradient():
+    """What DDP with find_unused_parameters=False needs (a step with no condition dropped, one with all)."""
+    for p_drop in ("0.0", "1.0"):
+        module = component_class("decoder")(load_config("demo/decoder", OVERRIDES + [
+            f"model.p_drop_image_emb={p_drop}", f"model.p_drop_text={p_drop}"]))
+        x0, cond = module.prepare_batch(toy_batch(2))
+        module.diffusion_loss(x0, cond).backward()
+        unused = [n for n, p in module.network.named_parameters() if p.requires_grad and p.grad is None]
+        assert not unused, (p_drop, unused)

@@ -75,10 +75,15 @@ def test_freeze_spatial_trains_only_temporal_layers(tmp_path):
     assert any(not torch.equal(before[n], p.detach()) for n, p in module.network.named_parameters() if n in trainable)
 
 
-def test_train_all_layers_when_not_frozen():
+def test_train_all_layers_but_text_when_not_frozen():
     module = component_class("temporal_decoder")(
         load_config("demo/temporal_decoder", OVERRIDES + VIDEO + ["model.freeze_spatial=false"]))
-    assert all(p.requires_grad for p in module.network.parameters())
+    frozen = {n for n, p in module.network.named_parameters() if not p.requires_grad}
+    assert frozen and all(module.network.is_text_parameter(n) for n in frozen)
+    x0, cond = module.prepare_batch(video_batch())
+    module.diffusion_loss(x0, cond).backward()
+    unused = [n for n, p in module.network.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused, unused  # what DDP(find_unused_parameters=False) needs
 
 
 def test_joint_image_batches_add_an_image_loss():

@@ -76,3 +76,17 @@ def test_config_is_read_only():
 def test_override_without_equals_fails():
     with pytest.raises(ConfigError, match="key=value"):
         load_config("demo/decoder", ["trainer.max_steps"])
+
+
+def test_time_strings_are_not_base60_numbers(tmp_path):
+    cfg = load_config("demo/decoder", ["slurm.time=48:00:00"])
+    assert cfg.slurm.time == "48:00:00"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("base: demo/decoder\nslurm:\n  time: 12:00:00\noptim:\n  lr: 1e-3\n")
+    cfg = load_config(str(recipe))
+    assert cfg.slurm.time == "12:00:00" and cfg.optim.lr == 1e-3
+
+
+def test_null_for_optional_string_and_verbatim_strings():
+    cfg = load_config("demo/decoder", ["data.shards=/data/{00000..00009}.tar", "run_dir=null"])
+    assert cfg.data.shards == "/data/{00000..00009}.tar" and cfg.run_dir is None

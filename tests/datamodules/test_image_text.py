@@ -42,7 +42,7 @@ def test_batch_shapes_and_range(image_shards: Path) -> None:
         "missing_field",
         "corrupt_shard",
     }
-    assert all(v.dtype == torch.long and v.ndim == 0 for v in batch["skips"].values())
+    assert all(type(v) is int for v in batch["skips"].values())
 
 
 def test_clip_resolution_defaults_to_resolution(image_shards: Path) -> None:
