@@ -21,7 +21,7 @@ from tests.distributed.helpers import ROOT, TINY, mav_train, run, wandb_history
 
 START_SLURM = Path(os.environ.get("MAV_TRAIN_START_SLURM",
                                   ROOT.parent / "shared" / "tools" / "start_slurm.sh"))
-MAX_STEPS = 12
+MAX_STEPS = 24  # long enough that the signal always lands mid-training, even on an idle machine
 
 
 @pytest.fixture(scope="module")
