@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
+from omegaconf import DictConfig, OmegaConf
 from typing_extensions import override
 
 from datamodules.demo import DemoPaths, default_cache_dir, ensure_demo_data
@@ -59,6 +60,10 @@ class ShardDataModule(LightningDataModule):
 
     def __init__(self, cfg: DataConfig, cache_dir: str | Path | None = None) -> None:
         super().__init__()
+        if isinstance(cfg, DictConfig):
+            # The decode path reads config fields per sample; an OmegaConf attribute read costs ~100x a
+            # dataclass one (bench/bench_video_data.py), so the workers get the plain dataclass.
+            cfg = OmegaConf.to_object(cfg)
         if cfg.kind != self.kind:
             raise ValueError(f"{type(self).__name__} needs data.kind={self.kind!r}, got {cfg.kind!r}")
         validate_data_config(cfg)

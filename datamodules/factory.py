@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
 from datamodules.base import ShardDataModule
 from datamodules.image_text import ImageTextDataModule
 from datamodules.video import VideoDataModule
@@ -13,13 +11,7 @@ from mav_train.config.schema import DataConfig
 
 
 def build_datamodule(cfg: DataConfig, cache_dir: str | Path | None = None) -> ShardDataModule:
-    """``ImageTextDataModule`` for kind image_text, ``VideoDataModule`` for kind video.
-
-    An OmegaConf config is turned into the plain dataclass once here: the decode path reads config fields per
-    sample, and an OmegaConf attribute read costs ~100x a dataclass one (bench/bench_video_data.py).
-    """
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_object(cfg)
+    """``ImageTextDataModule`` for kind image_text, ``VideoDataModule`` for kind video."""
     if cfg.kind == "image_text":
         return ImageTextDataModule(cfg, cache_dir)
     if cfg.kind == "video":
