@@ -7,14 +7,11 @@ other missing or unexpected key is an error. The source's EMA weights are used w
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from mav_train.components.base import DiffusionComponent
 from mav_train.components.registry import load_checkpoint_file
 from mav_train.inflate import inflate
-
-log = logging.getLogger(__name__)
 
 
 def source_prefix(state_dict: dict) -> str:
@@ -40,9 +37,7 @@ def initialise_from_checkpoint(module: DiffusionComponent, path: str | Path) -> 
         module.network.load_state_dict(sub, strict=True)
         report = f"loaded {len(sub)} tensors from {prefix}* strictly"
     module.reset_ema()
-    message = f"initialised {module.cfg.component} from {path} ({source_cfg.get('component', '?')}): {report}"
-    log.info(message)
-    return message
+    return f"initialised {module.cfg.component} from {path} ({source_cfg.get('component', '?')}): {report}"
 
 
 def _check_same_clip(module: DiffusionComponent, source_cfg: dict, path: str | Path) -> None:
