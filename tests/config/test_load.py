@@ -90,3 +90,11 @@ def test_time_strings_are_not_base60_numbers(tmp_path):
 def test_null_for_optional_string_and_verbatim_strings():
     cfg = load_config("demo/decoder", ["data.shards=/data/{00000..00009}.tar", "run_dir=null"])
     assert cfg.data.shards == "/data/{00000..00009}.tar" and cfg.run_dir is None
+
+
+def test_sharded_strategies_refuse_ema_and_sampling_until_supported():
+    cfg = load_config("demo/decoder", ["trainer.strategy=deepspeed_stage_3"])
+    with pytest.raises(ConfigError, match="ema.enabled=false sampling.every_n_steps=0"):
+        validate(cfg, COMPONENTS)
+    ok = load_config("demo/decoder", ["trainer.strategy=fsdp", "ema.enabled=false", "sampling.every_n_steps=0"])
+    validate(ok, COMPONENTS)
