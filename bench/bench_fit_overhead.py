@@ -163,7 +163,8 @@ def bench_config(settings: FitBenchSettings, work_dir: Path) -> DictConfig:
 
 
 def fixed_batch(cfg: DictConfig, work_dir: Path) -> dict[str, Any]:
-    """One real training batch of the recipe's image datamodule, from toy-world shards in ``work_dir``."""
+    """One real training batch of the recipe's image datamodule, from toy-world shards in ``work_dir``, as
+    ``training_step`` receives it (pixels float32 in [-1, 1])."""
     if cfg.data.kind != "image_text":
         raise ValueError(f"bench_fit_overhead needs an image recipe (data.kind image_text), got "
                          f"{cfg.data.kind!r}")
@@ -171,7 +172,9 @@ def fixed_batch(cfg: DictConfig, work_dir: Path) -> dict[str, Any]:
     write_image_shards(work_dir / "images", num_samples=size, samples_per_shard=size,
                        resolution=max(64, cfg.data.resolution))
     datamodule = build_datamodule(cfg.data)
-    return next(iter(datamodule.train_dataloader()))
+    # The loader ships uint8 pixels; the datamodule's hook (which fit runs after the device transfer, and
+    # which RepeatedBatch without the datamodule would skip) makes them the float [-1, 1] training sees.
+    return datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
 
 
 def new_component(cfg: DictConfig, quiet: bool = False) -> DiffusionComponent:

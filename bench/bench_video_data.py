@@ -5,14 +5,16 @@
 Both read the same toy-world shards (written into a temporary directory by
 ``datamodules.demo.write_video_shards``: H.264 mp4 in video2dataset layout) and produce the same clips: the
 recipe's ``data.num_frames`` frames at an fps drawn from the recipe's curriculum (at ``step``) capped at the
-native fps, a random start, every frame and the conditioning frame resized and centre-cropped with
-``datamodules.transforms.square_frames``, stacked into batches of ``data.batch_size``.
+native fps, a random start, every frame and the conditioning frame resized and centre-cropped (the plain
+loop with ``datamodules.transforms.square_frames`` in float, the datamodule in uint8, converted to float
+[-1, 1] after the transfer), stacked into batches of ``data.batch_size``.
 
 - ``plain``: ``tarfile`` over the shards, ``decord.VideoReader(io.BytesIO(mp4), num_threads=1)`` (one decode
   thread, as the datamodule opens it), ``get_batch(indices)`` with the same index rule, in this process.
 - ``datamodule, N workers``: ``VideoDataModule.train_dataloader()`` with ``data.num_workers=N``: shard
-  splitting, shuffle buffer, json metadata, variable-frame-rate check, skip accounting, collation and, with
-  workers, the transfer to this process.
+  splitting, shuffle buffer, json metadata, variable-frame-rate check, skip accounting, collation, with
+  workers the transfer to this process (uint8 pixels), and ``datamodule.on_after_batch_transfer`` (the
+  conversion to float [-1, 1] that fit applies), so both variants end with the same float clips.
 
 Clips/s are measured between batch arrivals after a warm-up (worker start and shuffle-buffer fill excluded);
 runs are interleaved, their order rotating each round; clips/s are medians over the rounds, ratios medians
@@ -167,7 +169,8 @@ def run_datamodule(settings: VideoBenchSettings, cfg: DictConfig) -> RunStats:
     datamodule.set_step(settings.step)
     loader = datamodule.train_dataloader()
     stamps, fps_used, shape = [], [], ()
-    for batch in loader:
+    for raw in loader:
+        batch = datamodule.on_after_batch_transfer(raw, 0)  # uint8 -> float [-1, 1], as fit does
         stamps.append(time.perf_counter())
         fps_used += batch["fps"].tolist()
         shape = tuple(batch["video"].shape[1:])

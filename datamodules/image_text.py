@@ -50,7 +50,7 @@ def sample_caption(sample: dict[str, Any], meta: dict[str, Any]) -> str:
 
 
 class ImageSampleDecoder:
-    """Raw sample -> ``image`` (3, R, R), ``clip_image`` (3, C, C) in [-1, 1], ``caption``, ``key``.
+    """Raw sample -> ``image`` (3, R, R), ``clip_image`` (3, C, C) as uint8, ``caption``, ``key``.
 
     Grayscale, CMYK, palette and RGBA images are converted to RGB (alpha onto white) and kept; images whose
     short side is below ``min_image_size`` are skipped (``too_small``).
@@ -103,9 +103,10 @@ class ImageSampleDecoder:
 
 class ImageTextDataModule(ShardDataModule):
     """img2dataset shards -> batches ``{"image": (b,3,R,R), "clip_image": (b,3,C,C), "caption": list[str],
-    "key": list[str], "skips": {reason: int}, "worker_id": int}`` with pixels in [-1, 1].
+    "key": list[str], "skips": {reason: int}, "worker_id": int}`` with uint8 pixels in [0, 255], which
+    :meth:`on_after_batch_transfer` (after the batch is on the device) makes float32 in [-1, 1].
 
-    ``clip_image`` is the same picture at ``clip_resolution`` in [-1, 1]; CLIP's mean/std normalisation is the
+    ``clip_image`` is the same picture at ``clip_resolution``; CLIP's mean/std normalisation is the
     encoder's business. See :mod:`datamodules.base` for splitting, epochs and resume.
     """
 

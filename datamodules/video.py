@@ -19,7 +19,7 @@ from datamodules.image_text import endless_image_stream, sample_meta
 from datamodules.loader import StreamLoader
 from datamodules.skips import VIDEO_REASONS, SkipCounter, SkipSample
 from datamodules.stream import ShardStream
-from datamodules.transforms import square_frames
+from datamodules.transforms import square_frames_uint8
 from datamodules.video_decode import (
     VIDEO_EXTENSIONS,
     clip_indices,
@@ -31,7 +31,8 @@ from mav_train.config.schema import DataConfig
 
 
 class VideoSampleDecoder:
-    """Raw sample -> ``video`` (3, T, R, R), ``fps`` (the fps used), ``clip_image`` (3, C, C), ``key``.
+    """Raw sample -> ``video`` (3, T, R, R), ``fps`` (the fps used), ``clip_image`` (3, C, C), ``key``;
+    pixels uint8 (see :mod:`datamodules.transforms`).
 
     The target fps is drawn from the curriculum at the step held in ``step`` (a shared-memory scalar, so the
     training process can move it while workers run), capped at the native fps; only the clip's frames are
@@ -79,9 +80,9 @@ class VideoSampleDecoder:
             counter.count("fps_adjusted", key, f"{target:.2f} -> {fps:.2f} fps", warn=False)
         cond = self._cond_index(rng)
         return {
-            "video": square_frames(frames, self.cfg.resolution),
+            "video": square_frames_uint8(frames, self.cfg.resolution),
             "fps": fps,
-            "clip_image": square_frames(frames[cond : cond + 1], self.clip_resolution)[:, 0],
+            "clip_image": square_frames_uint8(frames[cond : cond + 1], self.clip_resolution)[:, 0],
             "key": key,
         }
 
@@ -116,9 +117,10 @@ class JointStream(IterableDataset):
 
 class VideoDataModule(ShardDataModule):
     """video2dataset shards -> ``{"video": (b,3,T,R,R), "fps": (b,), "clip_image": (b,3,C,C),
-    "key": list[str], "skips": {reason: int}, "worker_id": int}`` in [-1, 1], plus ``images``
+    "key": list[str], "skips": {reason: int}, "worker_id": int}``, plus ``images``
     (bi,3,R,R) and ``images_clip`` (bi,3,C,C) when ``data.image_batch_size`` > 0 (from ``data.image_shards``,
-    or the demo images for demo data).
+    or the demo images for demo data). The loaders yield the pixels as uint8 in [0, 255];
+    :meth:`on_after_batch_transfer` makes them float32 in [-1, 1] for the training step.
 
     ``data.filters`` are image filters: they apply to the joint image stream (an error without one).
     Validation clips use the end-of-curriculum fps distribution with fixed seeds, so every validation run sees

@@ -59,8 +59,9 @@ def level_video_record(
 
 
 def frame_indices(video: np.ndarray) -> np.ndarray:
-    """Frame indices of a level video clip ``c t h w`` in [-1, 1] (from each frame's grey level)."""
-    levels = (video.mean(axis=(0, 2, 3)) + 1.0) * 127.5
+    """Frame indices of a level video clip ``c t h w`` of uint8 pixels, as the loader yields it (from each
+    frame's grey level)."""
+    levels = video.astype(np.float64).mean(axis=(0, 2, 3))
     return np.rint(levels / LEVEL_STEP).astype(int)
 
 

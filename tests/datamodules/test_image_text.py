@@ -11,6 +11,7 @@ from PIL import Image
 
 from datamodules.image_text import ImageTextDataModule
 from datamodules.shard_writer import write_shard
+from datamodules.transforms import pixels_to_float
 from tests.datamodules.helpers import (
     data_config,
     encode_image,
@@ -30,9 +31,11 @@ def test_batch_shapes_and_range(image_shards: Path) -> None:
     batches = list(dm.train_dataloader())
     assert len(batches) == 2 == len(dm.train_dataloader())
     batch = batches[0]
-    assert batch["image"].shape == (3, 3, 16, 16) and batch["image"].dtype == torch.float32
-    assert batch["clip_image"].shape == (3, 3, 8, 8)
-    assert -1.0 <= batch["image"].min() < 0.0 < batch["image"].max() <= 1.0
+    assert batch["image"].shape == (3, 3, 16, 16) and batch["image"].dtype == torch.uint8
+    assert batch["clip_image"].shape == (3, 3, 8, 8) and batch["clip_image"].dtype == torch.uint8
+    converted = dm.on_after_batch_transfer(dict(batch), 0)  # what training_step receives
+    assert converted["image"].dtype == converted["clip_image"].dtype == torch.float32
+    assert -1.0 <= converted["image"].min() < 0.0 < converted["image"].max() <= 1.0
     assert len(batch["caption"]) == 3 and all(c.startswith("a ") for c in batch["caption"])
     assert len(batch["key"]) == 3 and batch["worker_id"] == 0
     assert set(batch["skips"]) >= {
@@ -101,7 +104,7 @@ def test_dirty_samples_are_skipped_and_counted_exactly(dirty_shards: Path) -> No
         "filtered": 0,
         "corrupt_shard": 1,
     }
-    images = torch.cat([batch["image"] for batch in batches])
+    images = pixels_to_float(torch.cat([batch["image"] for batch in batches]))
     assert images.shape == (9, 3, 16, 16) and images.min() >= -1.0 and images.max() <= 1.0
     assert torch.allclose(images[3], torch.ones(3, 16, 16))  # transparent RGBA -> white
     gray = images[2]
@@ -223,7 +226,7 @@ def test_pil_modes_do_not_leak_between_samples() -> None:
     decoder = ImageSampleDecoder(16, 8, 16, ())
     cmyk = encode_image(Image.new("CMYK", (20, 20), (0, 0, 0, 0)))  # no ink: white
     item = decoder.decode({"__key__": "k", "jpg": cmyk, "txt": b"white"}, None, SkipCounter(()))
-    assert item["image"].min() > 0.9
+    assert pixels_to_float(item["image"]).min() > 0.9
     assert Image.open(io.BytesIO(cmyk)).mode == "CMYK"
 
 

@@ -33,10 +33,12 @@ def test_batch_shapes_and_fps(video_shards: Path) -> None:
     batches = list(dm.train_dataloader())
     assert len(batches) == 6
     batch = batches[0]
-    assert batch["video"].shape == (2, 3, 8, 16, 16) and batch["video"].dtype == torch.float32
-    assert batch["clip_image"].shape == (2, 3, 8, 8)
+    assert batch["video"].shape == (2, 3, 8, 16, 16) and batch["video"].dtype == torch.uint8
+    assert batch["clip_image"].shape == (2, 3, 8, 8) and batch["clip_image"].dtype == torch.uint8
     assert batch["fps"].shape == (2,) and batch["fps"].dtype == torch.float32
-    assert -1.0 <= batch["video"].min() and batch["video"].max() <= 1.0
+    converted = dm.on_after_batch_transfer(dict(batch), 0)  # what training_step receives
+    assert converted["video"].dtype == converted["clip_image"].dtype == torch.float32
+    assert -1.0 <= converted["video"].min() and converted["video"].max() <= 1.0
     fps = torch.cat([b["fps"] for b in batches])
     assert fps.min() >= 1.0 and fps.max() <= 30.0
     assert set(batch["skips"]) >= {"decode_error", "too_short", "vfr", "corrupt_shard", "fps_adjusted"}
@@ -104,7 +106,7 @@ def test_decoded_frames_are_the_requested_ones(level_shards: Path) -> None:
         else:  # 10 fps out of 30: every third frame from a random start
             assert fps == pytest.approx(10.0)
             assert np.diff(indices).tolist() == [3] * 7 and 0 <= indices[0] <= 60 - 22
-        cond = (batch["clip_image"][0].mean() + 1.0) * 127.5 / 4
+        cond = batch["clip_image"][0].float().mean() / 4
         assert round(float(cond)) == indices[0]  # conditioning frame = the clip's first frame
 
 
@@ -122,7 +124,7 @@ def test_cond_frame_middle(level_shards: Path) -> None:
     )
     batch = next(iter(VideoDataModule(cfg).val_dataloader()))
     indices = frame_indices(batch["video"][0].numpy())
-    assert round(float((batch["clip_image"][0].mean() + 1.0) * 127.5 / 4)) == indices[4]
+    assert round(float(batch["clip_image"][0].float().mean() / 4)) == indices[4]
 
 
 def test_curriculum_moves_from_high_to_low_fps() -> None:
