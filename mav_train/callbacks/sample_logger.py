@@ -1,4 +1,9 @@
-"""Every N steps, on rank zero, sample a few images or videos with the EMA weights; save them and log to W&B."""
+"""Every N steps, sample a few images or videos with the EMA weights; rank zero saves them and logs to W&B.
+
+Sampling runs on rank zero only, except under DeepSpeed ZeRO-3: there each rank holds a shard of every weight
+and the forward gathers them with collectives, so every rank samples (the same number of network calls) and
+only rank zero writes the result.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
 from typing_extensions import override
 
 from mav_train.media import save_image_grid, save_video_grid
@@ -48,8 +52,15 @@ class SampleLogger(L.Callback):
                 self, "_last", -1):
             self.log_samples(trainer, pl_module, trainer.global_step)
 
-    @rank_zero_only
     def log_samples(self, trainer: L.Trainer, pl_module, step: int) -> None:
+        if getattr(trainer.strategy, "zero_stage_3", False):
+            samples = self._sample(pl_module)
+            if trainer.is_global_zero:
+                self._save(trainer, samples, step)
+        elif trainer.is_global_zero:
+            self._save(trainer, self._sample(pl_module), step)
+
+    def _sample(self, pl_module) -> torch.Tensor:
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         was_training = pl_module.training
         pl_module.eval()
@@ -58,7 +69,9 @@ class SampleLogger(L.Callback):
                                                   steps=self.steps, guidance_scale=self.guidance_scale)
         finally:
             pl_module.train(was_training)
-        samples = samples.float().cpu()
+        return samples.float().cpu()
+
+    def _save(self, trainer: L.Trainer, samples: torch.Tensor, step: int) -> None:
         if samples.ndim == 5:
             fps = float(self._batch["fps"][0]) if "fps" in self._batch else 8.0
             path = save_video_grid(samples, self.out_dir / f"step{step:07d}.mp4", fps=fps)

@@ -189,8 +189,14 @@ class DiffusionComponent(L.LightningModule):
         decay = self.cfg.ema.decay
         if self.cfg.ema.warmup:
             decay = min(decay, (1 + step) / (10 + step))
-        pairs = [(e, p.detach()) for e, p in zip(self.ema_network.parameters(), self.network.parameters(),
-                                                  strict=True) if p.requires_grad]
+        # Under DeepSpeed ZeRO-3 ``param.data`` is a placeholder and each rank holds a flat shard in
+        # ``param.ds_tensor``; the EMA copy is partitioned the same way, so every rank updates its own shards.
+        pairs = [(_local(e), _local(p).detach()) for e, p in zip(self.ema_network.parameters(),
+                                                                 self.network.parameters(), strict=True)
+                 if p.requires_grad]
+        for e, p in pairs:
+            if e.shape != p.shape:
+                raise ValueError(f"EMA shard of shape {tuple(e.shape)} does not match the weight's {tuple(p.shape)}")
         if pairs:
             torch._foreach_lerp_([e for e, _ in pairs], [p.to(e.dtype) for e, p in pairs], 1.0 - decay)
 
@@ -239,6 +245,12 @@ class DiffusionComponent(L.LightningModule):
         small = {k: (v[:num] if isinstance(v, (Tensor, list)) else v) for k, v in batch.items()}
         x0, cond = self.prepare_batch(small)
         return self.sample(cond, tuple(x0.shape), generator=generator, steps=steps, guidance_scale=guidance_scale)
+
+
+def _local(param: Tensor) -> Tensor:
+    """The part of ``param`` this rank holds: its ZeRO-3 shard (``ds_tensor``), else the whole tensor."""
+    shard = getattr(param, "ds_tensor", None)
+    return param if shard is None else shard
 
 
 def warmup_cosine(warmup: int, total: int, min_ratio: float):

@@ -63,13 +63,14 @@ def validate(cfg: DictConfig, components: Iterable[str]) -> None:
         raise ConfigError(
             f"data.epoch_samples ({cfg.data.epoch_samples}) must be at least data.batch_size ({cfg.data.batch_size})"
         )
-    sharded = str(cfg.trainer.strategy).startswith(("deepspeed_stage_3", "fsdp"))
+    sharded = str(cfg.trainer.strategy).startswith("fsdp")
     if sharded and (cfg.ema.enabled or cfg.sampling.every_n_steps > 0):
-        # The EMA update and rank-zero sampling read whole parameters; under ZeRO-3/FSDP each rank holds a shard.
+        # The EMA update and rank-zero sampling read whole parameters; under FSDP each rank holds a shard.
+        # (DeepSpeed ZeRO-3 is supported: the EMA is updated shard by shard and every rank takes part in sampling.)
         raise ConfigError(
             f"trainer.strategy={cfg.trainer.strategy} shards the weights, and EMA and sample logging do not "
-            "support sharded weights yet: set ema.enabled=false sampling.every_n_steps=0, or use ddp / "
-            "deepspeed_stage_2"
+            "support FSDP yet: set ema.enabled=false sampling.every_n_steps=0, or use ddp / deepspeed_stage_2 / "
+            "deepspeed_stage_3"
         )
     cur = cfg.data.curriculum
     if not 0 < cur.fps_min < cur.fps_max:

@@ -92,9 +92,10 @@ def test_null_for_optional_string_and_verbatim_strings():
     assert cfg.data.shards == "/data/{00000..00009}.tar" and cfg.run_dir is None
 
 
-def test_sharded_strategies_refuse_ema_and_sampling_until_supported():
-    cfg = load_config("demo/decoder", ["trainer.strategy=deepspeed_stage_3"])
+def test_fsdp_refuses_ema_and_sampling_until_supported():
+    cfg = load_config("demo/decoder", ["trainer.strategy=fsdp"])
     with pytest.raises(ConfigError, match="ema.enabled=false sampling.every_n_steps=0"):
         validate(cfg, COMPONENTS)
+    validate(load_config("demo/decoder", ["trainer.strategy=deepspeed_stage_3"]), COMPONENTS)
     ok = load_config("demo/decoder", ["trainer.strategy=fsdp", "ema.enabled=false", "sampling.every_n_steps=0"])
     validate(ok, COMPONENTS)

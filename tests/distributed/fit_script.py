@@ -1,12 +1,13 @@
 """``python -m mav_train fit`` with test-side extras, for the multi-process tests.
 
-usage: python tests/distributed/fit_script.py [--record-keys] [--deepspeed-cpu] recipe=NAME [key=value ...]
+usage: python tests/distributed/fit_script.py [--record-keys] [--deepspeed-cpu [--zero3]] recipe=NAME [key=value ...]
 
 Lightning starts the other ranks by running this file again with the same arguments.
   --record-keys    every rank appends the sample keys of each training batch to RUN_DIR/keys/rank<R>.txt
   --deepspeed-cpu  DeepSpeed ZeRO-2 on CPU processes (gloo). Lightning's DeepSpeedStrategy refuses a CPU
                    accelerator; DeepSpeed itself runs there (DESIGN.md §4), so this subclass skips the CUDA
                    check and gives DeepSpeed the local rank as the device rank.
+  --zero3          with --deepspeed-cpu: ZeRO stage 3 (parameters sharded across the ranks) instead of 2.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def main(argv: list[str]) -> int:
     if "--deepspeed-cpu" in argv:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
         batch_size = [int(a.split("=")[1]) for a in argv if a.startswith("data.batch_size=")][-1]
-        strategy = CPUDeepSpeedStrategy(stage=2, process_group_backend="gloo",
+        strategy = CPUDeepSpeedStrategy(stage=3 if "--zero3" in argv else 2, process_group_backend="gloo",
                                         logging_batch_size_per_gpu=batch_size)
     args = [a for a in argv if not a.startswith("--")]
     return run(args, strategy=strategy, extra_callbacks=callbacks)
