@@ -194,9 +194,12 @@ class DiffusionComponent(L.LightningModule):
         pairs = [(_local(e), _local(p).detach()) for e, p in zip(self.ema_network.parameters(),
                                                                  self.network.parameters(), strict=True)
                  if p.requires_grad]
-        for e, p in pairs:
-            if e.shape != p.shape:
-                raise ValueError(f"EMA shard of shape {tuple(e.shape)} does not match the weight's {tuple(p.shape)}")
+        if not getattr(self, "_ema_checked", False):  # once: this runs after every optimizer step
+            for e, p in pairs:
+                if e.shape != p.shape:
+                    raise ValueError(
+                        f"EMA shard of shape {tuple(e.shape)} does not match the weight's {tuple(p.shape)}")
+            self._ema_checked = True
         if pairs:
             torch._foreach_lerp_([e for e, _ in pairs], [p.to(e.dtype) for e, p in pairs], 1.0 - decay)
 

@@ -95,7 +95,8 @@ def test_fit_demo_decoder_leaves_checkpoint_config_samples_and_wandb(decoder_run
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     ckpt = torch.load(decoder_run / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 4
-    assert "datamodule_state" in str(ckpt.keys()) or any("DataModule" in k for k in ckpt)
+    # The datamodule's stream position travels in the checkpoint (resume continues the data stream).
+    assert ckpt["ImageTextDataModule"]["batches_consumed"] == 4
 
 
 def test_fit_demo_temporal_decoder_from_the_demo_decoder(decoder_run, tmp_path, demo_cache):
