@@ -83,10 +83,15 @@ class ShardDataModule(LightningDataModule):
     def clip_resolution(self) -> int:
         return self.cfg.clip_resolution or self.cfg.resolution
 
+    def demo_kinds(self) -> tuple[str, ...]:
+        """Which demo sets this datamodule reads (``images``, ``videos``)."""
+        raise NotImplementedError
+
     def demo_paths(self) -> DemoPaths:
         """The demo set (generated on first use; cheap afterwards)."""
         if self._demo is None:
-            self._demo = ensure_demo_data(self.demo_root, num_samples=self.cfg.demo_samples)
+            self._demo = ensure_demo_data(self.demo_root, num_samples=self.cfg.demo_samples,
+                                          kinds=self.demo_kinds())
         return self._demo
 
     @override

@@ -24,7 +24,7 @@ from datamodules.mp4 import encode_mp4
 from datamodules.shard_writer import ShardRecord, sample_key, write_shard
 from datamodules.toy_world import caption_of, draw_scene, random_scene
 
-DEMO_FORMAT_VERSION = 1  # bump when the generator changes, so caches regenerate
+DEMO_FORMAT_VERSION = 2  # bump when the generator changes, so caches regenerate
 IMAGE_STREAM, VIDEO_STREAM = 0, 1
 
 
@@ -168,10 +168,10 @@ def write_video_shards(
 
 @dataclass(frozen=True)
 class DemoSpec:
-    """Everything the demo set depends on; stored beside it so a different request regenerates it."""
+    """Everything a demo set depends on; stored beside it so a different request regenerates it."""
 
     num_samples: int = 256
-    samples_per_shard: int = 64
+    samples_per_shard: int = 0  # 0: automatic (64, or num_samples / 16 for big sets)
     image_resolution: int = 128
     video_resolution: int = 64
     num_seconds: float = 3.0
@@ -179,14 +179,19 @@ class DemoSpec:
     seed: int = 0
     version: int = DEMO_FORMAT_VERSION
 
+    def per_shard(self) -> int:
+        if self.samples_per_shard > 0:
+            return min(self.samples_per_shard, self.num_samples)
+        return min(self.num_samples, max(64, -(-self.num_samples // 16)))
+
 
 @dataclass(frozen=True)
 class DemoPaths:
-    """Brace patterns of the demo shards, e.g. ``/cache/images/{00000..00003}.tar``."""
+    """Brace patterns of the demo shards, e.g. ``/cache/images-256/{00000..00003}.tar`` (None: not written)."""
 
     root: Path
-    images: str
-    videos: str
+    images: str | None
+    videos: str | None
 
 
 def _pattern(directory: Path, num_shards: int) -> str:
@@ -220,30 +225,38 @@ def _ensure_one(target: Path, spec: DemoSpec, write: Callable[[Path], list[Path]
 
 
 def ensure_demo_data(
-    cache_dir: str | Path | None = None, num_samples: int = 256, **spec_fields: Any
+    cache_dir: str | Path | None = None,
+    num_samples: int = 256,
+    kinds: tuple[str, ...] = ("images", "videos"),
+    **spec_fields: Any,
 ) -> DemoPaths:
-    """Write the toy-world demo set into ``cache_dir/images`` and ``cache_dir/videos`` unless already there.
+    """Write the toy-world demo sets of ``kinds`` into ``cache_dir/images-N`` and ``cache_dir/videos-N`` (N =
+    ``num_samples``) unless already there; sets of different sizes live side by side.
 
     ``spec_fields`` override :class:`DemoSpec` fields (``samples_per_shard``, resolutions, ``seed``...).
     Idempotent and crash-safe (written to a temporary directory, then renamed into place).
     """
+    unknown = sorted(set(kinds) - {"images", "videos"})
+    if unknown:
+        raise ValueError(f"demo data kinds must be 'images' or 'videos', got {unknown}")
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "demo"
     spec = DemoSpec(num_samples=num_samples, **spec_fields)
-    per_shard = min(spec.samples_per_shard, num_samples)
-    image_shards = _ensure_one(
-        root / "images",
-        spec,
-        lambda out: write_image_shards(out, num_samples, per_shard, spec.image_resolution, spec.seed),
-    )
-    video_shards = _ensure_one(
-        root / "videos",
-        spec,
-        lambda out: write_video_shards(
-            out, num_samples, per_shard, spec.video_resolution, spec.num_seconds, spec.fps, spec.seed
-        ),
-    )
-    return DemoPaths(
-        root=root,
-        images=_pattern(root / "images", image_shards),
-        videos=_pattern(root / "videos", video_shards),
-    )
+    per_shard = spec.per_shard()
+    images = videos = None
+    if "images" in kinds:
+        target = root / f"images-{num_samples}"
+        count = _ensure_one(
+            target, spec,
+            lambda out: write_image_shards(out, num_samples, per_shard, spec.image_resolution, spec.seed),
+        )
+        images = _pattern(target, count)
+    if "videos" in kinds:
+        target = root / f"videos-{num_samples}"
+        count = _ensure_one(
+            target, spec,
+            lambda out: write_video_shards(
+                out, num_samples, per_shard, spec.video_resolution, spec.num_seconds, spec.fps, spec.seed
+            ),
+        )
+        videos = _pattern(target, count)
+    return DemoPaths(root=root, images=images, videos=videos)

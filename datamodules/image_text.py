@@ -118,6 +118,10 @@ class ImageTextDataModule(ShardDataModule):
         return ImageSampleDecoder(cfg.resolution, self.clip_resolution, cfg.min_image_size, self.filters)
 
     @override
+    def demo_kinds(self) -> tuple[str, ...]:
+        return ("images",)
+
+    @override
     def train_shard_spec(self) -> str:
         return self.cfg.shards if self.cfg.shards is not None else self.demo_paths().images
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -110,19 +111,95 @@ def draw_scene(scene: Scene, resolution: int, seconds: float = 0.0) -> Image.Ima
     return image.resize((resolution, resolution), Image.Resampling.BOX)
 
 
-def _where(scene: Scene) -> str:
-    vertical = "top" if scene.y < 0.38 else "bottom" if scene.y > 0.62 else ""
-    horizontal = "left" if scene.x < 0.38 else "right" if scene.x > 0.62 else ""
-    place = " ".join(part for part in (vertical, horizontal) if part)
-    return f" at the {place}" if place else " in the middle"
+POSITIONS: tuple[str, ...] = ("top left", "top", "top right", "left", "middle", "right",
+                             "bottom left", "bottom", "bottom right")
+SIZES: tuple[str, ...] = ("small", "medium", "large")  # "medium" is the caption without a size word
+DIRECTIONS: tuple[str, ...] = ("left", "right")
+
+
+def position_of(x: float, y: float) -> str:
+    """The caption's name for a shape centred at ``(x, y)`` (fractions of the frame): thirds at 0.38 / 0.62."""
+    vertical = "top" if y < 0.38 else "bottom" if y > 0.62 else ""
+    horizontal = "left" if x < 0.38 else "right" if x > 0.62 else ""
+    return " ".join(part for part in (vertical, horizontal) if part) or "middle"
+
+
+def size_of(size: float) -> str:
+    """``small`` / ``medium`` / ``large`` for a shape of ``size`` (fraction of the frame)."""
+    return "small" if size < 0.28 else "large" if size > 0.38 else "medium"
+
+
+@dataclass(frozen=True)
+class ToyCaption:
+    """The attributes a toy-world caption states. Images have a position; videos a direction (and pulsing)."""
+
+    color: str
+    background: str
+    shape: str
+    size: str = "medium"
+    position: str | None = None
+    direction: str | None = None
+    pulsing: bool = False
+
+    def text(self) -> str:
+        size = "" if self.size == "medium" else f"{self.size} "
+        if self.direction is None:
+            where = " in the middle" if self.position in (None, "middle") else f" at the {self.position}"
+            what = f"{size}{self.color} {self.shape}{where}"
+        else:
+            what = f"{size}{self.color} {self.shape} moving {self.direction}{' and pulsing' if self.pulsing else ''}"
+        return f"{_article(what)} {what} on {_article(self.background)} {self.background} background"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def caption_of(scene: Scene) -> str:
-    """E.g. ``"a small red circle at the top left on a blue background"``; videos add how it moves."""
-    size = "small " if scene.size < 0.28 else "large " if scene.size > 0.38 else ""
+    """E.g. ``"a small red circle at the top left on a blue background"``; videos say how the shape moves."""
+    return toy_caption_of(scene).text()
+
+
+def toy_caption_of(scene: Scene) -> ToyCaption:
     color, background = COLORS[scene.color][0], COLORS[scene.background][0]
+    common = {"color": color, "background": background, "shape": scene.shape, "size": size_of(scene.size)}
     if scene.vx == 0.0 and scene.vy == 0.0:
-        return f"a {size}{color} {scene.shape}{_where(scene)} on a {background} background"
-    direction = "right" if scene.vx > 0 else "left"
-    pulsing = " and pulsing" if scene.pulse > 0 else ""
-    return f"a {size}{color} {scene.shape} moving {direction}{pulsing} on a {background} background"
+        return ToyCaption(**common, position=position_of(scene.x, scene.y))
+    return ToyCaption(**common, direction="right" if scene.vx > 0 else "left", pulsing=scene.pulse > 0)
+
+
+_COLOR_NAMES = "|".join(name for name, _ in COLORS)
+_CAPTION = re.compile(
+    rf"^an? (?:(?P<size>small|large) )?(?P<color>{_COLOR_NAMES}) (?P<shape>{'|'.join(SHAPES)})"
+    rf"(?: at the (?P<position>{'|'.join(p for p in POSITIONS if p != 'middle')})| (?P<middle>in the middle)"
+    r"| moving (?P<direction>left|right)(?P<pulsing> and pulsing)?)"
+    rf" on an? (?P<background>{_COLOR_NAMES}) background$"
+)
+
+
+def parse_caption(caption: str) -> ToyCaption:
+    """The attributes of a toy-world caption (also the older "a orange" spelling); ValueError otherwise."""
+    match = _CAPTION.match(caption.strip())
+    if match is None:
+        raise ValueError(f"not a toy-world caption: {caption!r}")
+    g = match.groupdict()
+    position = g["position"] or ("middle" if g["middle"] else None)
+    return ToyCaption(color=g["color"], background=g["background"], shape=g["shape"], size=g["size"] or "medium",
+                      position=position, direction=g["direction"], pulsing=bool(g["pulsing"]))
+
+
+def one_attribute_variants(caption: ToyCaption) -> dict[str, list[ToyCaption]]:
+    """Every caption that differs from ``caption`` in exactly one attribute, by attribute (the zero-shot test
+    and the hard negatives of CLIP training). Shape and background colour always differ from each other."""
+    colors = [name for name, _ in COLORS]
+    out = {
+        "color": [replace(caption, color=c) for c in colors if c not in (caption.color, caption.background)],
+        "background": [replace(caption, background=c) for c in colors if c not in (caption.color, caption.background)],
+        "shape": [replace(caption, shape=s) for s in SHAPES if s != caption.shape],
+        "size": [replace(caption, size=z) for z in SIZES if z != caption.size],
+    }
+    if caption.direction is None:
+        out["position"] = [replace(caption, position=p) for p in POSITIONS if p != caption.position]
+    else:
+        out["direction"] = [replace(caption, direction=d) for d in DIRECTIONS if d != caption.direction]
+    return out

@@ -152,6 +152,10 @@ class VideoDataModule(ShardDataModule):
         self.step.fill_(int(step))
 
     @override
+    def demo_kinds(self) -> tuple[str, ...]:
+        return ("videos", "images") if self.cfg.image_batch_size > 0 else ("videos",)
+
+    @override
     def train_shard_spec(self) -> str:
         return self.cfg.shards if self.cfg.shards is not None else self.demo_paths().videos
 

@@ -82,12 +82,13 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[L.
     callbacks: list[L.Callback] = [
         ModelCheckpoint(dirpath=str(run_dir), filename="best-{step:07d}", monitor=ck.monitor, mode="min",
                         save_top_k=ck.save_top_k, save_last=True, every_n_train_steps=ck.every_n_steps),
-        SampleLogger(run_dir / "samples", cfg.sampling.every_n_steps, cfg.sampling.num_samples,
-                     steps=cfg.sampling.steps, guidance_scale=cfg.sampling.guidance_scale,
-                     seed=cfg.trainer.seed),
         Throughput("video" if cfg.data.kind == "video" else "image"),
         Preemption(run_dir / PREEMPT_CKPT),
     ]
+    if cfg.component != "clip":  # CLIP training has nothing to sample
+        callbacks.append(SampleLogger(run_dir / "samples", cfg.sampling.every_n_steps, cfg.sampling.num_samples,
+                                      steps=cfg.sampling.steps, guidance_scale=cfg.sampling.guidance_scale,
+                                      seed=cfg.trainer.seed))
     if cfg.data.kind == "video":
         callbacks.append(FpsCurriculumSync())
     if has_logger:

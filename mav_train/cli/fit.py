@@ -80,6 +80,9 @@ def run(args: list[str], strategy=None, extra_callbacks: list | None = None) -> 
     from mav_train.components.init import initialise_from_checkpoint
     from mav_train.training import build_trainer, resume_checkpoint
 
+    from mav_train.components.clip_source import resolve_clip_config
+
+    resolve_clip_config(cfg)  # clip.pretrained=demo: the toy CLIP is trained now, before anything else starts
     L.seed_everything(cfg.trainer.seed, workers=True)
     datamodule = build_datamodule(cfg.data, cache_dir=cfg.cache_dir)
     module = component_class(cfg.component)(cfg)

@@ -21,6 +21,7 @@ from typing_extensions import override
 from datamodules.skips import SkipTally
 from mav_train.config.load import config_from_container
 from mav_train.diffusion import GaussianDiffusion
+from mav_train.components.clip_source import CLIP_FINGERPRINT_KEY, build_frozen_clip
 from mav_train.nn.encoders import FrozenCLIP
 from mav_train.nn.unet import UNet
 
@@ -57,11 +58,14 @@ class Conditions:
         raise ValueError("Conditions hold no tensor to read the batch size from")
 
 
-class DiffusionComponent(L.LightningModule):
-    """Base of all components. ``cfg`` is the fully resolved run config; ``clip`` the frozen CLIP (optional).
+class TrainableComponent(L.LightningModule):
+    """What every component shares, diffusion or not: the resolved config, the frozen CLIP, data-skip logging,
+    the gradient norm, AdamW with warm-up and cosine decay. ``cfg`` is the fully resolved run config; ``clip``
+    the frozen CLIP (optional, built from ``cfg.clip`` on first use).
 
     The frozen CLIP is a runtime object: it is kept outside the module tree, so it is neither in checkpoints
-    nor wrapped by DDP/DeepSpeed, and is moved to the module's device when first used.
+    nor wrapped by DDP/DeepSpeed, and is moved to the module's device when first used. Its fingerprint is
+    written into every checkpoint, so that a later stage can refuse a checkpoint trained with another CLIP.
     """
 
     def __init__(self, cfg: DictConfig | dict, clip: FrozenCLIP | None = None):
@@ -71,12 +75,77 @@ class DiffusionComponent(L.LightningModule):
         self.cfg = cfg
         self.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
         self.__dict__["_clip"] = clip
+        self.skip_tally = SkipTally()
+
+    # ----- frozen CLIP --------------------------------------------------------------------------------------
+    @property
+    def clip(self) -> FrozenCLIP:
+        clip = self.__dict__["_clip"]
+        if clip is None:
+            clip = build_frozen_clip(self.cfg)
+            self.__dict__["_clip"] = clip
+        if next(clip.parameters()).device != self.device:
+            clip.to(self.device)
+        return clip
+
+    def clip_fingerprint(self) -> str:
+        """Fingerprint of the CLIP this component is trained with (see :func:`clip_fingerprint`)."""
+        return self.clip.fingerprint
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CLIP_FINGERPRINT_KEY] = self.clip_fingerprint()
+
+    # ----- what every training step shares -------------------------------------------------------------------
+    def _log_skips(self, batch: dict) -> None:
+        """Per-rank totals of skipped samples by reason (``fps_adjusted`` counts kept clips, not skips)."""
+        if "skips" not in batch:
+            return
+        totals = self.skip_tally.update(batch)
+        b = len(batch.get("key", [])) or 1
+        for reason, count in totals.items():
+            prefix = "data/" if reason in KEPT_REASONS else "data/skipped_"
+            self.log(f"{prefix}{reason}", float(count), on_step=True, batch_size=b)
+        skipped = sum(c for r, c in totals.items() if r not in KEPT_REASONS)
+        self.log("data/skipped_total", float(skipped), on_step=True, batch_size=b)
+
+    def trained_module(self) -> torch.nn.Module:
+        """The module whose parameters the optimiser trains."""
+        return self.network
+
+    @override
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self.trained_module().parameters() if p.grad is not None]
+        if grads:
+            # One fused norm over all gradients (Lightning's grad_norm computes and logs one per parameter).
+            total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+            self.log("train/grad_norm", total, on_step=True)
+
+    @override
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        params = [p for p in self.trained_module().parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("no trainable parameters: check model.freeze_spatial and the network config")
+        optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+        total = o.decay_steps or self.cfg.trainer.max_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=warmup_cosine(o.warmup_steps, total,
+                                                                                         o.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class DiffusionComponent(TrainableComponent):
+    """Base of the diffusion components (D, D^t, ...): ``prepare_batch`` and ``build_network`` are theirs; the
+    diffusion training step, validation loss, condition dropout, EMA and sampling are here."""
+
+    def __init__(self, cfg: DictConfig | dict, clip: FrozenCLIP | None = None):
+        super().__init__(cfg, clip)
+        cfg = self.cfg
         self.diffusion = GaussianDiffusion(cfg.diffusion)
         self.network = self.build_network()
         self.ema_network: UNet | None = None
         if cfg.ema.enabled:
             self.ema_network = copy.deepcopy(self.network).requires_grad_(False)
-        self.skip_tally = SkipTally()
         self.configure_trainable()
 
     # ----- what a component decides -------------------------------------------------------------------------
@@ -89,17 +158,6 @@ class DiffusionComponent(L.LightningModule):
     def prepare_batch(self, batch: dict) -> tuple[Tensor, Conditions]:
         """A batch from the datamodule → (x0 in [-1, 1], conditions)."""
         raise NotImplementedError
-
-    # ----- frozen CLIP --------------------------------------------------------------------------------------
-    @property
-    def clip(self) -> FrozenCLIP:
-        clip = self.__dict__["_clip"]
-        if clip is None:
-            clip = FrozenCLIP(self.cfg.clip)
-            self.__dict__["_clip"] = clip
-        if next(clip.parameters()).device != self.device:
-            clip.to(self.device)
-        return clip
 
     def reset_ema(self) -> None:
         """Restart the EMA from the current weights (after initialising from another component)."""
@@ -144,18 +202,6 @@ class DiffusionComponent(L.LightningModule):
         """Hook for joint objectives (e.g. image batches mixed into video training)."""
         return 0.0
 
-    def _log_skips(self, batch: dict) -> None:
-        """Per-rank totals of skipped samples by reason (``fps_adjusted`` counts kept clips, not skips)."""
-        if "skips" not in batch:
-            return
-        totals = self.skip_tally.update(batch)
-        b = len(batch.get("key", [])) or 1
-        for reason, count in totals.items():
-            prefix = "data/" if reason in KEPT_REASONS else "data/skipped_"
-            self.log(f"{prefix}{reason}", float(count), on_step=True, batch_size=b)
-        skipped = sum(c for r, c in totals.items() if r not in KEPT_REASONS)
-        self.log("data/skipped_total", float(skipped), on_step=True, batch_size=b)
-
     @override
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
         x0, cond = self.prepare_batch(batch)
@@ -164,14 +210,6 @@ class DiffusionComponent(L.LightningModule):
         loss = self.diffusion_loss(x0, cond, generator=generator, dropout=False)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
         return loss
-
-    @override
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        grads = [p.grad for p in self.network.parameters() if p.grad is not None]
-        if grads:
-            # One fused norm over all gradients (Lightning's grad_norm computes and logs one per parameter).
-            total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
-            self.log("train/grad_norm", total, on_step=True)
 
     @override
     def optimizer_step(self, *args, **kwargs) -> None:
@@ -202,18 +240,6 @@ class DiffusionComponent(L.LightningModule):
             self._ema_checked = True
         if pairs:
             torch._foreach_lerp_([e for e, _ in pairs], [p.to(e.dtype) for e, p in pairs], 1.0 - decay)
-
-    @override
-    def configure_optimizers(self):
-        o = self.cfg.optim
-        params = [p for p in self.network.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("no trainable parameters: check model.freeze_spatial and the network config")
-        optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
-        total = o.decay_steps or self.cfg.trainer.max_steps
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=warmup_cosine(o.warmup_steps, total,
-                                                                                         o.min_lr_ratio))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ----- sampling -----------------------------------------------------------------------------------------
     def sampling_network(self) -> UNet:

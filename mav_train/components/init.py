@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mav_train.components.base import DiffusionComponent
+from mav_train.components.clip_source import CLIP_FINGERPRINT_KEY, check_clip_fingerprint
 from mav_train.components.registry import load_checkpoint_file
 from mav_train.inflate import inflate
 
@@ -28,7 +29,10 @@ def initialise_from_checkpoint(module: DiffusionComponent, path: str | Path) -> 
     ckpt = load_checkpoint_file(path)
     state = ckpt.get("state_dict", ckpt)
     source_cfg = ckpt.get("hyper_parameters", {}).get("config", {})
-    _check_same_clip(module, source_cfg, path)
+    if CLIP_FINGERPRINT_KEY in ckpt:
+        check_clip_fingerprint(ckpt, module.clip_fingerprint(), f"init.checkpoint {path}")
+    else:  # written before fingerprints existed: compare what the configs say
+        _check_same_clip(module, source_cfg, path)
     prefix = source_prefix(state)
     if module.network.cfg.temporal and not source_cfg.get("unet", {}).get("temporal", False):
         report = str(inflate(module.network, state, prefix=prefix))

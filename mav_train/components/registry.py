@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 COMPONENTS: dict[str, tuple[str, str]] = {
     "decoder": ("mav_train.components.decoder", "Decoder"),
     "temporal_decoder": ("mav_train.components.temporal_decoder", "TemporalDecoder"),
+    "clip": ("mav_train.components.clip", "ClipComponent"),
 }
 
 
@@ -44,4 +45,8 @@ def load_component(path: str | Path, map_location: str = "cpu") -> DiffusionComp
     config = ckpt["hyper_parameters"]["config"]
     module = component_class(config["component"])(config)
     module.load_state_dict(ckpt["state_dict"])
+    from mav_train.components.clip_source import check_clip_fingerprint
+
+    # The CLIP is rebuilt from the saved config: it must be the very one the checkpoint was trained with.
+    check_clip_fingerprint(ckpt, module.clip_fingerprint(), f"checkpoint {path}")
     return module.to(map_location).eval()

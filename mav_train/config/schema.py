@@ -49,6 +49,8 @@ class DiffusionConfig:
     linear_start: float = 1e-4
     linear_end: float = 2e-2
     parameterization: str = "eps"  # eps | v
+    # Min-SNR-gamma loss weighting (0 = off, plain MSE on the target); 5 is the paper's value.
+    min_snr_gamma: float = 0.0
     # Sampling defaults (overridable per call).
     sampler: str = "ddim"  # ddim | ddpm
     sample_steps: int = 50
@@ -59,11 +61,15 @@ class DiffusionConfig:
 
 @dataclass
 class ClipConfig:
-    """Frozen open_clip model. ``model`` is an open_clip name (``ViT-L-14``) or ``custom`` with ``custom_cfg``."""
+    """Frozen open_clip model: an open_clip name (``ViT-L-14``), ``toy`` (the toy world's CLIP) or ``custom``
+    (``custom_cfg``)."""
 
     model: str = "custom"
-    # A pretrained tag known to open_clip (``openai``), a local checkpoint path, or null for random weights.
+    # A pretrained tag known to open_clip (``openai``), a local checkpoint path, null for random weights, or
+    # ``demo``: the toy CLIP (model: toy) trained by recipes/demo/clip.yaml into the cache on first use.
     pretrained: str | None = None
+    # Random weights (pretrained: null) are drawn from this seed, so every process builds the same CLIP.
+    seed: int = 0
     # For model=custom: kwargs of open_clip.model.CLIP (embed_dim, vision_cfg, text_cfg). Tests/demos use a tiny one.
     custom_cfg: dict[str, Any] = field(
         default_factory=lambda: {
@@ -155,6 +161,8 @@ class ComponentConfig:
     low_res_noise_max: float = 0.2
     # Interpolation: frame skip and masking policy.
     frame_skip: int = 5
+    # clip: captions per toy-world image that differ in one attribute, as extra negatives (0 = plain CLIP loss).
+    hard_negatives: int = 0
 
 
 @dataclass

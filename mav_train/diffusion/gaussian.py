@@ -115,8 +115,21 @@ class GaussianDiffusion(nn.Module):
         return reduce(err, "b ... -> b", "mean")
 
     def loss(self, model_out: Tensor, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-        """Mean MSE against the target (scalar)."""
-        return self.loss_per_sample(model_out, x0, noise, t).mean()
+        """Mean MSE against the target (scalar), weighted per sample by :meth:`loss_weight`."""
+        per_sample = self.loss_per_sample(model_out, x0, noise, t)
+        if self.cfg.min_snr_gamma > 0:
+            per_sample = per_sample * self.loss_weight(t)
+        return per_sample.mean()
+
+    def loss_weight(self, t: Tensor) -> Tensor:
+        """Min-SNR-gamma weighting (Hang et al. 2023), ``(b,)``: the x0-error weight ``min(SNR, gamma)``
+        expressed for this parameterization's target (÷ SNR for eps, ÷ (SNR + 1) for v). It stops the many
+        nearly-clean timesteps from dominating training."""
+        alphas = self.alphas_cumprod64[t.long().cpu()]
+        snr = (alphas / (1.0 - alphas)).clamp(min=1e-12)
+        clipped = snr.clamp(max=self.cfg.min_snr_gamma)
+        weight = clipped / snr if self.cfg.parameterization == "eps" else clipped / (snr + 1.0)
+        return weight.float().to(t.device)
 
     def guided(self, cond_fn: ModelFn, uncond_fn: ModelFn, scale: float | None = None) -> ModelFn:
         """:func:`guided_model_fn` with ``scale`` defaulting to ``cfg.guidance_scale``."""

@@ -8,6 +8,7 @@ vocabulary of the tokenizer ships inside open_clip.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,15 @@ from torch import Tensor, nn
 from mav_train.config.schema import ClipConfig
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".npz")
+
+# ``model: toy``: the CLIP of the toy world (``recipes/demo/clip.yaml`` trains it). A ViT with 8-pixel patches on
+# 32-pixel images and a 2-layer text transformer over 24 tokens: big enough to read colour, shape, position and
+# size from a toy image, small enough to train on two CPU cores in minutes. Our choice.
+TOY_CLIP_ARCH: dict[str, Any] = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 32, "layers": 4, "width": 96, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 96, "heads": 3, "layers": 2},
+}
 
 
 @dataclass(frozen=True)
@@ -65,29 +75,48 @@ def _check_named_model(name: str) -> None:
         )
 
 
+def clip_architecture(cfg: ClipConfig) -> dict[str, Any] | None:
+    """``open_clip.model.CLIP`` kwargs for ``model: toy`` / ``custom``; None for a named open_clip model."""
+    if cfg.model == "toy":
+        return TOY_CLIP_ARCH
+    if cfg.model == "custom":
+        return _plain(cfg.custom_cfg)
+    return None
+
+
 def build_clip_model(cfg: ClipConfig) -> nn.Module:
-    """The open_clip model of ``cfg`` with its weights (random, a local file, or a pretrained tag)."""
+    """The open_clip model of ``cfg`` with its weights (random, a local file, or a pretrained tag).
+
+    Random weights come from ``cfg.seed`` inside a forked RNG: every process builds the same CLIP, and the
+    caller's global RNG is neither read nor advanced.
+    """
     pretrained = cfg.pretrained
+    if pretrained == "demo":
+        raise ValueError("clip.pretrained=demo names the toy CLIP trained on first use; resolve it to its weights "
+                         "file first (mav_train.components.clip_source.resolve_clip_config)")
     expanded = os.path.expanduser(pretrained) if pretrained is not None else None
     local = expanded if expanded is not None and os.path.isfile(expanded) else None
-    if pretrained is not None and local is None and (cfg.model == "custom" or _looks_like_path(pretrained)):
+    arch = clip_architecture(cfg)
+    if pretrained is not None and local is None and (arch is not None or _looks_like_path(pretrained)):
         raise FileNotFoundError(
             f"CLIP checkpoint file {pretrained!r} does not exist (model={cfg.model!r}; "
-            "model=custom takes a local weights file or null)"
+            "model=custom/toy takes a local weights file, demo or null)"
         )
-    if cfg.model == "custom":
-        model = CLIP(**_plain(cfg.custom_cfg))
-    else:
-        _check_named_model(cfg.model)
-        if pretrained is not None and local is None and ":" not in cfg.model:
-            tags = open_clip.list_pretrained_tags_by_model(cfg.model)
-            if not is_pretrained_cfg(cfg.model, pretrained):
-                raise ValueError(
-                    f"{pretrained!r} is neither a local file nor a pretrained tag of {cfg.model!r}; "
-                    f"tags: {tags}"
-                )
-        # With a local file: build with random weights, then load the file below.
-        model = open_clip.create_model(cfg.model, pretrained=None if local else pretrained)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        if arch is not None:
+            model = CLIP(**arch)
+        else:
+            _check_named_model(cfg.model)
+            if pretrained is not None and local is None and ":" not in cfg.model:
+                tags = open_clip.list_pretrained_tags_by_model(cfg.model)
+                if not is_pretrained_cfg(cfg.model, pretrained):
+                    raise ValueError(
+                        f"{pretrained!r} is neither a local file nor a pretrained tag of {cfg.model!r}; "
+                        f"tags: {tags}"
+                    )
+            # With a local file: build with random weights, then load the file below.
+            model = open_clip.create_model(cfg.model, pretrained=None if local else pretrained)
     if local is not None:
         open_clip.load_checkpoint(model, local)
     if not isinstance(model, CLIP):
@@ -96,6 +125,42 @@ def build_clip_model(cfg: ClipConfig) -> nn.Module:
             f"got {type(model).__name__} for {cfg.model!r}"
         )
     return model
+
+
+def clip_fingerprint(model: nn.Module) -> str:
+    """A short hash of a CLIP's weights (names, shapes, dtypes and values): two checkpoints trained with the
+    same CLIP carry the same fingerprint, whatever the config said."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def clip_preprocess(images: Tensor, size: int, mean: Tensor, std: Tensor) -> Tensor:
+    """``b c h w`` in [-1, 1], any size → CLIP input ``b c size size``: bicubic (antialiased) resize of the
+    shorter side to ``size``, centre crop, [0, 1], CLIP mean/std normalisation (``mean``/``std``: ``1 c 1 1``)."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"CLIP images must be (b, 3, h, w), got {tuple(images.shape)}")
+    x = images.to(device=mean.device, dtype=torch.float32)
+    h, w = x.shape[-2:]
+    scale = size / min(h, w)
+    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+    if (new_h, new_w) != (h, w):
+        x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    x = x[:, :, top : top + size, left : left + size]
+    x = ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+    return (x - mean) / std
+
+
+def clip_normalisation(model: nn.Module) -> tuple[Tensor, Tensor]:
+    """The mean and std (``1 c 1 1``) a CLIP expects its input normalised with."""
+    pre = open_clip.get_model_preprocess_cfg(model)
+    mean = torch.tensor(pre.get("mean", OPENAI_DATASET_MEAN), dtype=torch.float32)
+    std = torch.tensor(pre.get("std", OPENAI_DATASET_STD), dtype=torch.float32)
+    return rearrange(mean, "c -> 1 c 1 1"), rearrange(std, "c -> 1 c 1 1")
 
 
 class FrozenCLIP(nn.Module):
@@ -116,12 +181,18 @@ class FrozenCLIP(nn.Module):
             raise ValueError(f"FrozenCLIP needs a square CLIP input, got image_size {(height, width)}")
         self._image_size = height
         self.tokenizer = open_clip.get_tokenizer(cfg.tokenizer, context_length=self.model.context_length)
-        pre = open_clip.get_model_preprocess_cfg(self.model)
-        mean = torch.tensor(pre.get("mean", OPENAI_DATASET_MEAN), dtype=torch.float32)
-        std = torch.tensor(pre.get("std", OPENAI_DATASET_STD), dtype=torch.float32)
-        self.register_buffer("image_mean", rearrange(mean, "c -> 1 c 1 1"), persistent=False)
-        self.register_buffer("image_std", rearrange(std, "c -> 1 c 1 1"), persistent=False)
+        mean, std = clip_normalisation(self.model)
+        self.register_buffer("image_mean", mean, persistent=False)
+        self.register_buffer("image_std", std, persistent=False)
+        self._fingerprint: str | None = None
         self.eval()
+
+    @property
+    def fingerprint(self) -> str:
+        """:func:`clip_fingerprint` of the weights (computed once: the model is frozen)."""
+        if self._fingerprint is None:
+            self._fingerprint = clip_fingerprint(self.model)
+        return self._fingerprint
 
     def train(self, mode: bool = True) -> FrozenCLIP:
         """Stays in eval mode whatever ``mode`` is (dropout off, frozen)."""
@@ -192,19 +263,7 @@ class FrozenCLIP(nn.Module):
     def preprocess(self, images: Tensor) -> Tensor:
         """``b c h w`` in [-1, 1], any size → CLIP input ``b c s s``: bicubic (antialiased) resize of the
         shorter side to ``s``, centre crop, [0, 1], CLIP mean/std normalisation."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"encode_image expects images (b, 3, h, w), got {tuple(images.shape)}")
-        size = self._image_size
-        x = images.to(device=self.image_mean.device, dtype=torch.float32)
-        h, w = x.shape[-2:]
-        scale = size / min(h, w)
-        new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
-        if (new_h, new_w) != (h, w):
-            x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
-        top, left = (new_h - size) // 2, (new_w - size) // 2
-        x = x[:, :, top : top + size, left : left + size]
-        x = ((x + 1.0) / 2.0).clamp(0.0, 1.0)
-        return (x - self.image_mean) / self.image_std
+        return clip_preprocess(images, self._image_size, self.image_mean, self.image_std)
 
     @torch.no_grad()
     def encode_image(self, images: Tensor, normalize: bool = False) -> Tensor:

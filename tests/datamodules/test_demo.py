@@ -100,15 +100,17 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
 
 def test_ensure_demo_data_idempotent(tmp_path: Path) -> None:
     paths = ensure_demo_data(tmp_path, num_samples=6, samples_per_shard=4, num_seconds=0.5)
-    assert paths.images == f"{tmp_path}/images/{{00000..00001}}.tar"
+    assert paths.images == f"{tmp_path}/images-6/{{00000..00001}}.tar"
     assert len(expand_shards(paths.videos)) == 2
-    stamp = (tmp_path / "images" / "00000.tar").stat().st_mtime_ns
+    stamp = (tmp_path / "images-6" / "00000.tar").stat().st_mtime_ns
     assert ensure_demo_data(tmp_path, num_samples=6, samples_per_shard=4, num_seconds=0.5) == paths
-    assert (tmp_path / "images" / "00000.tar").stat().st_mtime_ns == stamp  # not rewritten
-    bigger = ensure_demo_data(
-        tmp_path, num_samples=9, samples_per_shard=4, num_seconds=0.5
-    )  # other spec: redo
-    assert bigger.images.endswith("{00000..00002}.tar")
+    assert (tmp_path / "images-6" / "00000.tar").stat().st_mtime_ns == stamp  # not rewritten
+    other = ensure_demo_data(tmp_path, num_samples=6, samples_per_shard=3, num_seconds=0.5)  # other spec: redo
+    assert other.images.endswith("images-6/{00000..00001}.tar") and other.images == paths.images
+    assert (tmp_path / "images-6" / "00000.tar").stat().st_mtime_ns != stamp
+    bigger = ensure_demo_data(tmp_path, num_samples=9, samples_per_shard=4, kinds=("images",))
+    assert bigger.images.endswith("images-9/{00000..00002}.tar") and bigger.videos is None
+    assert (tmp_path / "images-6").is_dir()  # sets of other sizes stay
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 
 

@@ -132,3 +132,24 @@ def test_loss(kind):
     out.requires_grad_(True)
     d.loss(out, x0, noise, t).backward()
     assert out.grad is not None
+
+
+def test_min_snr_weighting_caps_the_x0_weight():
+    import torch as _torch
+
+    from mav_train.config.schema import DiffusionConfig
+    from mav_train.diffusion import GaussianDiffusion as _Diffusion
+
+    for parameterization in ("eps", "v"):
+        diffusion = _Diffusion(DiffusionConfig(parameterization=parameterization, min_snr_gamma=5.0))
+        t = _torch.tensor([0, 100, 500, 999])
+        alphas = diffusion.alphas_cumprod64[t]
+        snr = alphas / (1 - alphas)
+        # Converted back to a weight on the x0 error, every timestep gets min(SNR, 5).
+        to_x0 = snr if parameterization == "eps" else snr + 1
+        x0_weight = diffusion.loss_weight(t).double() * to_x0
+        assert _torch.allclose(x0_weight, snr.clamp(max=5.0), rtol=1e-5), (parameterization, x0_weight)
+    plain = _Diffusion(DiffusionConfig())
+    out, x0, noise = _torch.randn(3, 2, 3, 4, 4)
+    tt = _torch.tensor([1, 999])
+    assert _torch.allclose(plain.loss(out, x0, noise, tt), plain.loss_per_sample(out, x0, noise, tt).mean())

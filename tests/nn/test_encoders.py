@@ -110,9 +110,42 @@ def test_local_weights_roundtrip(clip, tmp_path):
     images = torch.rand(2, 3, 40, 40) * 2 - 1
     assert torch.equal(loaded.encode_image(images), clip.encode_image(images))
     assert torch.equal(loaded.encode_text(CAPTIONS).states, clip.encode_text(CAPTIONS).states)
-    torch.manual_seed(123)
-    fresh = FrozenCLIP(ClipConfig())
-    assert not torch.allclose(fresh.encode_image(images), clip.encode_image(images))
+    other_seed = FrozenCLIP(ClipConfig(seed=1))
+    assert not torch.allclose(other_seed.encode_image(images), clip.encode_image(images))
+    assert loaded.fingerprint == clip.fingerprint != other_seed.fingerprint
+
+
+def test_random_clip_is_seeded_and_leaves_the_global_rng_alone():
+    torch.manual_seed(5)
+    expected_next = torch.rand(3)
+    torch.manual_seed(5)
+    a = FrozenCLIP(ClipConfig())
+    assert torch.equal(torch.rand(3), expected_next), "building a CLIP must not advance the global RNG"
+    torch.manual_seed(99)  # a different global state must not change the weights
+    b = FrozenCLIP(ClipConfig())
+    assert a.fingerprint == b.fingerprint
+    for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+
+
+FINGERPRINT_SCRIPT = """
+import torch, sys
+torch.manual_seed(int(sys.argv[1]))
+torch.rand(int(sys.argv[1]) + 1)
+from mav_train.config.schema import ClipConfig
+from mav_train.nn.encoders import FrozenCLIP
+clip = FrozenCLIP(ClipConfig(model="toy"))
+print(clip.fingerprint, float(clip.encode_text(["a red circle in the middle on a blue background"]).pooled.sum()))
+"""
+
+
+def test_random_clip_is_the_same_in_two_processes():
+    import subprocess
+    import sys
+
+    outs = [subprocess.run([sys.executable, "-c", FINGERPRINT_SCRIPT, str(seed)], capture_output=True, text=True,
+                           check=True).stdout.split() for seed in (1, 2)]
+    assert outs[0] == outs[1], outs
 
 
 def test_named_model_with_local_file(clip, tmp_path):

@@ -1,0 +1,34 @@
+"""Zero-shot reading of the toy world by a CLIP: does it prefer an image's caption over every caption that
+differs from it in exactly one attribute?"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from datamodules.toy_world import draw_scene, one_attribute_variants, parse_caption, random_scene, toy_caption_of
+from mav_train.nn.encoders import FrozenCLIP
+
+
+def heldout_images(num: int, seed: int, resolution: int) -> tuple[torch.Tensor, list[str]]:
+    """``num`` toy images ``b 3 r r`` in [-1, 1] with their captions, drawn from ``seed`` (the demo data uses 0)."""
+    rng = np.random.default_rng([seed, 7])
+    scenes = [random_scene(rng, moving=False) for _ in range(num)]
+    pixels = np.stack([np.asarray(draw_scene(s, resolution)) for s in scenes])
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return images, [toy_caption_of(s).text() for s in scenes]
+
+
+@torch.no_grad()
+def toy_zero_shot(clip: FrozenCLIP, images: torch.Tensor, captions: list[str]) -> dict[str, float]:
+    """Per attribute, the fraction of images whose own caption is more similar to the image than each of the
+    captions that differ from it in that attribute alone. ``images``: ``b 3 h w`` in [-1, 1]."""
+    image_emb = clip.encode_image(images, normalize=True)
+    hits: dict[str, list[bool]] = {}
+    for i, caption in enumerate(captions):
+        label = parse_caption(caption)
+        for attribute, variants in one_attribute_variants(label).items():
+            texts = [label.text()] + [v.text() for v in variants]
+            sims = clip.encode_text(texts, normalize=True).pooled @ image_emb[i]
+            hits.setdefault(attribute, []).append(bool(sims[0] > sims[1:].max()))
+    return {attribute: float(np.mean(v)) for attribute, v in sorted(hits.items())}
