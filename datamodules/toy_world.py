@@ -22,6 +22,8 @@ COLORS: tuple[tuple[str, tuple[int, int, int]], ...] = (
 )
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross")
 SUPERSAMPLE = 2  # draw at 2x and downsample for smooth edges
+NEAR_BELOW, FAR_ABOVE = 0.38, 0.62  # caption position thresholds (fractions of the frame): top/left, bottom/right
+SMALL_BELOW, LARGE_ABOVE = 0.28, 0.38  # caption size thresholds on Scene.size
 
 
 @dataclass(frozen=True)
@@ -110,19 +112,37 @@ def draw_scene(scene: Scene, resolution: int, seconds: float = 0.0) -> Image.Ima
     return image.resize((resolution, resolution), Image.Resampling.BOX)
 
 
+def place_of(x: float, y: float) -> str:
+    """The caption's words for a centre at ``(x, y)`` (fractions of the frame): ``"top left"``, ``"bottom"``,
+    ``"right"``, ..., or ``"middle"``."""
+    vertical = "top" if y < NEAR_BELOW else "bottom" if y > FAR_ABOVE else ""
+    horizontal = "left" if x < NEAR_BELOW else "right" if x > FAR_ABOVE else ""
+    return " ".join(part for part in (vertical, horizontal) if part) or "middle"
+
+
+def size_word(size: float) -> str:
+    """The caption's size class of a shape ``size`` (fraction of the frame): small, medium or large."""
+    return "small" if size < SMALL_BELOW else "large" if size > LARGE_ABOVE else "medium"
+
+
 def _where(scene: Scene) -> str:
-    vertical = "top" if scene.y < 0.38 else "bottom" if scene.y > 0.62 else ""
-    horizontal = "left" if scene.x < 0.38 else "right" if scene.x > 0.62 else ""
-    place = " ".join(part for part in (vertical, horizontal) if part)
-    return f" at the {place}" if place else " in the middle"
+    place = place_of(scene.x, scene.y)
+    return " in the middle" if place == "middle" else f" at the {place}"
+
+
+def with_article(phrase: str) -> str:
+    """``"orange circle"`` → ``"an orange circle"``, ``"red circle"`` → ``"a red circle"``."""
+    return f"{'an' if phrase[:1] in 'aeiou' else 'a'} {phrase}"
 
 
 def caption_of(scene: Scene) -> str:
-    """E.g. ``"a small red circle at the top left on a blue background"``; videos add how it moves."""
-    size = "small " if scene.size < 0.28 else "large " if scene.size > 0.38 else ""
+    """E.g. ``"a small red circle at the top left on a blue background"``, ``"an orange square in the middle on
+    an orange background"``; videos say how it moves instead of where it is."""
+    size = "small " if scene.size < SMALL_BELOW else "large " if scene.size > LARGE_ABOVE else ""
     color, background = COLORS[scene.color][0], COLORS[scene.background][0]
+    on = f"on {with_article(background)} background"
     if scene.vx == 0.0 and scene.vy == 0.0:
-        return f"a {size}{color} {scene.shape}{_where(scene)} on a {background} background"
+        return f"{with_article(f'{size}{color} {scene.shape}')}{_where(scene)} {on}"
     direction = "right" if scene.vx > 0 else "left"
     pulsing = " and pulsing" if scene.pulse > 0 else ""
-    return f"a {size}{color} {scene.shape} moving {direction}{pulsing} on a {background} background"
+    return f"{with_article(f'{size}{color} {scene.shape}')} moving {direction}{pulsing} {on}"
