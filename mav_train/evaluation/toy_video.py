@@ -17,8 +17,7 @@ class VideoReading:
     both equal the majority (unreadable frames count as inconsistent). ``displacement_px``: mean centroid
     displacement between consecutive readable frames, ``flicker``: mean absolute change (0-255 levels) of pixels
     that are background in both of two consecutive readable frames; both None with fewer than two.
-    ``dx_px``: net horizontal motion from the first readable frame until the shape first reaches a side wall
-    (where it bounces), ``direction``: its sign as "left" / "right" (None with fewer than two readable frames or
+    ``dx_px``: horizontal motion from the first readable frame until the motion first reverses (a bounce), ``direction``: its sign as "left" / "right" (None with fewer than two readable frames or
     no motion). ``size_fraction``: median shape extent over readable frames."""
 
     frames: tuple[Reading, ...]
@@ -58,23 +57,24 @@ def _flicker(frames: np.ndarray, readings: tuple[Reading, ...]) -> float | None:
     return float(np.mean(changes)) if changes else None
 
 
-def _touches_side(reading: Reading) -> bool:
-    """Whether the shape reaches the left or right edge of the frame (where the toy world bounces it)."""
-    columns = np.flatnonzero((reading.mask > 0.5).any(axis=0))
-    return bool(len(columns)) and (columns[0] <= 0 or columns[-1] >= reading.mask.shape[1] - 1)
+STILL_PX = 0.05  # a horizontal step smaller than this (pixels) neither sets nor reverses the direction
 
 
 def initial_dx(readings: tuple[Reading, ...]) -> float | None:
-    """Horizontal motion in pixels from the first readable frame until the shape first runs into a side wall
-    (the toy world reflects it there, so later motion no longer says which way the caption's shape moves)."""
+    """Horizontal motion in pixels from the first readable frame until the motion first reverses (the toy world
+    moves a shape at constant velocity and reflects it off the walls, so a reversal is a bounce and later motion
+    no longer says which way the caption's shape moves). None with fewer than two readable frames."""
     readable = [r for r in readings if r.readable]
     if len(readable) < 2:
         return None
-    dx = 0.0
+    dx, sign = 0.0, 0.0
     for a, b in zip(readable[:-1], readable[1:], strict=True):
-        dx += b.centroid[0] - a.centroid[0]
-        if _touches_side(b) and not _touches_side(a):
-            break
+        step = b.centroid[0] - a.centroid[0]
+        if abs(step) >= STILL_PX:
+            if sign and np.sign(step) != sign:
+                break
+            sign = float(np.sign(step))
+        dx += step
     return dx
 
 
