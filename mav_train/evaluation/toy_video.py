@@ -17,7 +17,8 @@ class VideoReading:
     both equal the majority (unreadable frames count as inconsistent). ``displacement_px``: mean centroid
     displacement between consecutive readable frames, ``flicker``: mean absolute change (0-255 levels) of pixels
     that are background in both of two consecutive readable frames; both None with fewer than two.
-    ``dx_px``: horizontal motion from the first readable frame until the motion first reverses (a bounce), ``direction``: its sign as "left" / "right" (None with fewer than two readable frames or
+    ``dx_px``: horizontal motion from the first readable frame until the motion first reverses (a bounce),
+    ``direction``: its sign as "left" / "right" (None with fewer than two readable frames or
     no motion). ``size_fraction``: median shape extent over readable frames."""
 
     frames: tuple[Reading, ...]
