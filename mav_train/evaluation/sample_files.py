@@ -14,6 +14,7 @@ from PIL import Image
 from mav_train.evaluation.toy_labels import parse_caption
 
 IMAGE_SUFFIX, VIDEO_SUFFIX = ".png", ".mp4"
+GRID_STEM = "samples"  # the grid `sample` writes beside the per-sample files; not an item
 
 
 @dataclass
@@ -60,14 +61,16 @@ def detect_kind(directory: Path) -> str:
 
 def load_samples(directory: str | Path, kind: str = "auto") -> SampleSet:
     """Read every ``*.png`` (kind image) or ``*.mp4`` (kind video) in ``directory`` with its ``.txt`` caption,
-    in name order. Raises ValueError when the directory is missing or holds no samples of that kind."""
+    in name order, except ``samples.png`` / ``samples.mp4`` (the grid ``sample`` writes). Raises ValueError
+    when the directory is missing or holds no samples of that kind."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ValueError(f"samples directory {directory} does not exist")
     kind = detect_kind(directory) if kind == "auto" else kind
     if kind not in ("image", "video"):
         raise ValueError(f"kind must be auto, image or video, got {kind!r}")
-    paths = sorted(directory.glob(f"*{IMAGE_SUFFIX if kind == 'image' else VIDEO_SUFFIX}"))
+    suffix = IMAGE_SUFFIX if kind == "image" else VIDEO_SUFFIX
+    paths = sorted(p for p in directory.glob(f"*{suffix}") if p.stem != GRID_STEM)
     if not paths:
         raise ValueError(f"no {kind} samples in {directory}")
     samples = SampleSet(kind=kind)

@@ -30,6 +30,7 @@ def test_evaluate_toy_images_with_bad_items(tmp_path):
     (samples / "00001.png").write_bytes(b"not a png")  # unreadable file
     (samples / "00002.txt").write_text("a photo of a cat\n")  # not a toy caption
     Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(samples / "00003.png")  # flat: scored, wrong
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(samples / "samples.png")  # sample's grid: not an item
     out = run_cli(["evaluate", "toy", f"samples={samples}", f"out={tmp_path / 'r.json'}"], tmp_path, tmp_path)
     assert out.returncode == 0, out.stderr
     last = out.stdout.strip().splitlines()[-1]
