@@ -33,12 +33,13 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MAV_TRAIN_CACHE") or Path.home() / ".cache" / "mav_train").expanduser()
 
 
-def _sample_rng(seed: int, stream: int, index: int) -> np.random.Generator:
+def sample_rng(seed: int, stream: int, index: int) -> np.random.Generator:
+    """The generator of item ``index`` of ``stream`` (IMAGE_STREAM or VIDEO_STREAM) for ``seed``."""
     return np.random.default_rng([seed & 0xFFFFFFFF, stream, index])
 
 
 def _image_record(index: int, key: str, resolution: int, seed: int) -> ShardRecord:
-    rng = _sample_rng(seed, IMAGE_STREAM, index)
+    rng = sample_rng(seed, IMAGE_STREAM, index)
     scene = random_scene(rng, moving=False)
     buffer = io.BytesIO()
     draw_scene(scene, resolution).save(buffer, format="JPEG", quality=95)
@@ -92,7 +93,7 @@ def ffprobe_metadata(width: int, height: int, num_frames: int, fps: int, size: i
 def _video_record(
     index: int, key: str, resolution: int, num_seconds: float, fps: int, seed: int
 ) -> ShardRecord:
-    rng = _sample_rng(seed, VIDEO_STREAM, index)
+    rng = sample_rng(seed, VIDEO_STREAM, index)
     scene = random_scene(rng, moving=True)
     num_frames = max(1, round(num_seconds * fps))
     frames = [np.asarray(draw_scene(scene, resolution, t / fps)) for t in range(num_frames)]

@@ -14,7 +14,8 @@ def encode_mp4(
     frames: Sequence[np.ndarray], fps: int, pts: Sequence[int] | None = None, crf: int = 18
 ) -> bytes:
     """``frames``: uint8 ``h w c`` arrays (even h, w). ``pts``: optional frame times in units of 1/(fps*10)
-    seconds; irregular values make a variable-frame-rate file. Returns the mp4 bytes."""
+    seconds; irregular values make a variable-frame-rate file. Returns the mp4 bytes, identical for identical
+    arguments in any process (single-threaded libx264 without mbtree)."""
     if not frames:
         raise ValueError("encode_mp4 needs at least one frame, got 0")
     height, width = frames[0].shape[:2]
@@ -25,7 +26,10 @@ def encode_mp4(
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = time_base
         stream.codec_context.time_base = time_base
-        stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
+        # Same frames, same bytes: x264's macroblock-tree rate control (mbtree) gave different bitstreams for
+        # identical frames in different processes (2-5 of 12 toy clips), even with threads=1; without it the
+        # output is reproducible (tests/datamodules/test_mp4_determinism.py encodes in two processes).
+        stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
         for index, array in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
             frame.pts = index * 10 if pts is None else int(pts[index])

@@ -117,16 +117,21 @@ SIZES: tuple[str, ...] = ("small", "medium", "large")  # "medium" is the caption
 DIRECTIONS: tuple[str, ...] = ("left", "right")
 
 
-def position_of(x: float, y: float) -> str:
-    """The caption's name for a shape centred at ``(x, y)`` (fractions of the frame): thirds at 0.38 / 0.62."""
-    vertical = "top" if y < 0.38 else "bottom" if y > 0.62 else ""
-    horizontal = "left" if x < 0.38 else "right" if x > 0.62 else ""
+NEAR_BELOW, FAR_ABOVE = 0.38, 0.62  # caption position thresholds (fractions of the frame): top/left, bottom/right
+SMALL_BELOW, LARGE_ABOVE = 0.28, 0.38  # caption size thresholds on Scene.size
+
+
+def place_of(x: float, y: float) -> str:
+    """The caption's words for a centre at ``(x, y)`` (fractions of the frame): ``"top left"``, ``"bottom"``,
+    ``"right"``, ..., or ``"middle"``."""
+    vertical = "top" if y < NEAR_BELOW else "bottom" if y > FAR_ABOVE else ""
+    horizontal = "left" if x < NEAR_BELOW else "right" if x > FAR_ABOVE else ""
     return " ".join(part for part in (vertical, horizontal) if part) or "middle"
 
 
-def size_of(size: float) -> str:
-    """``small`` / ``medium`` / ``large`` for a shape of ``size`` (fraction of the frame)."""
-    return "small" if size < 0.28 else "large" if size > 0.38 else "medium"
+def size_word(size: float) -> str:
+    """The caption's size class of a shape ``size`` (fraction of the frame): small, medium or large."""
+    return "small" if size < SMALL_BELOW else "large" if size > LARGE_ABOVE else "medium"
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,10 @@ class ToyCaption:
     position: str | None = None
     direction: str | None = None
     pulsing: bool = False
+
+    @property
+    def is_video(self) -> bool:
+        return self.direction is not None
 
     def text(self) -> str:
         size = "" if self.size == "medium" else f"{self.size} "
@@ -162,9 +171,9 @@ def caption_of(scene: Scene) -> str:
 
 def toy_caption_of(scene: Scene) -> ToyCaption:
     color, background = COLORS[scene.color][0], COLORS[scene.background][0]
-    common = {"color": color, "background": background, "shape": scene.shape, "size": size_of(scene.size)}
+    common = {"color": color, "background": background, "shape": scene.shape, "size": size_word(scene.size)}
     if scene.vx == 0.0 and scene.vy == 0.0:
-        return ToyCaption(**common, position=position_of(scene.x, scene.y))
+        return ToyCaption(**common, position=place_of(scene.x, scene.y))
     return ToyCaption(**common, direction="right" if scene.vx > 0 else "left", pulsing=scene.pulse > 0)
 
 

@@ -18,6 +18,7 @@ VERBS = {
     "recipes": "mav_train.cli.recipes",
     "submit": "mav_train.cli.submit",
     "consolidate": "mav_train.cli.consolidate",
+    "evaluate": "mav_train.cli.evaluate",
 }
 
 OVERRIDES_HELP = """\

@@ -1,0 +1,1 @@
+"""Judging generated samples: the toy-world judge (``toy_judge``)."""

@@ -11,6 +11,7 @@ import decord
 import pytest
 import torch
 
+from datamodules.heldout import write_heldout
 from mav_train.components.registry import COMPONENTS
 from mav_train.config.load import list_recipe_names, load_config
 from mav_train.config.validate import validate
@@ -122,6 +123,16 @@ def test_fit_demo_temporal_decoder_from_the_demo_decoder(decoder_run, tmp_path, 
                       f"out={tmp_path / 'cli'}"], tmp_path, demo_cache)
     assert sample.returncode == 0, sample.stderr[-2000:]
     assert len(decord.VideoReader(str(tmp_path / "cli" / "samples.mp4"))) == 4
+    assert [len(decord.VideoReader(str(tmp_path / "cli" / f"{i:03d}.mp4"))) for i in range(2)] == [4, 4]
+
+    heldout = tmp_path / "heldout"
+    write_heldout(heldout, num=2, kind="video", frames=4)
+    sample = run_cli(["sample", f"checkpoint={run_dir / 'last.ckpt'}", f"image={heldout}", "steps=2",
+                      f"out={tmp_path / 'dir'}"], tmp_path, demo_cache)
+    assert sample.returncode == 0, sample.stderr[-2000:]
+    names = sorted(p.name for p in (tmp_path / "dir").iterdir())
+    assert names == ["00000.mp4", "00000.txt", "00001.mp4", "00001.txt", "samples.mp4"]
+    assert (tmp_path / "dir" / "00001.txt").read_text() == (heldout / "00001.txt").read_text()
 
 
 def test_fit_from_scratch_says_so(tmp_path, demo_cache):
@@ -137,6 +148,21 @@ def test_sample_images_from_decoder(decoder_run, tmp_path, demo_cache):
                    f"out={tmp_path}"], tmp_path, demo_cache)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "samples.png").is_file()
+    assert sorted(p.name for p in tmp_path.glob("0*.png")) == ["000.png", "001.png", "002.png"]
+
+
+def test_sample_a_heldout_directory_then_evaluate(decoder_run, tmp_path, demo_cache):
+    heldout = tmp_path / "heldout"
+    write_heldout(heldout, num=3)
+    (heldout / "00002.txt").unlink()  # no caption: the sample is written, evaluate skips it
+    out = run_cli(["sample", f"checkpoint={decoder_run / 'last.ckpt'}", f"image={heldout}", "steps=2",
+                   f"out={tmp_path / 's'}"], tmp_path, demo_cache)
+    assert out.returncode == 0, out.stderr[-2000:]
+    names = sorted(p.name for p in (tmp_path / "s").iterdir())
+    assert names == ["00000.png", "00000.txt", "00001.png", "00001.txt", "00002.png", "samples.png"]
+    judged = run_cli(["evaluate", "toy", f"samples={tmp_path / 's'}"], tmp_path, demo_cache)
+    assert judged.returncode == 0, judged.stderr
+    assert judged.stdout.strip().endswith("scored 2 of 3; skipped: missing_caption 1")
 
 
 def test_prepare_demo_writes_both_layouts(tmp_path, demo_cache):
