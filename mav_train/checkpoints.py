@@ -67,7 +67,17 @@ def load_checkpoint(path: str | Path, trusted: bool = False, mmap: bool = False)
             f"could run code from the file ({_first_line(err)[:200]}). If you trust its author, convert it once "
             f"with `python -m mav_train consolidate checkpoint={path} trust_pickle=true`") from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(err)[:200]}") from err
+        reason = _truncation(path) or _first_line(err)[:200]
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from err
+
+
+def _truncation(path: Path) -> str | None:
+    """``truncated ...`` for a torch zip file whose end-of-archive record is missing (a cut-off write)."""
+    with open(path, "rb") as f:
+        starts_like_zip = f.read(4) == b"PK\x03\x04"
+    if starts_like_zip and not zipfile.is_zipfile(path):
+        return f"truncated zip archive ({path.stat().st_size} bytes, no end-of-archive record)"
+    return None
 
 
 def _torch_load(path: Path, weights_only: bool, mmap: bool) -> Any:

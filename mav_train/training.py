@@ -82,7 +82,10 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[L.
     ck = cfg.checkpoint
     callbacks: list[L.Callback] = [
         ModelCheckpoint(dirpath=str(run_dir), filename="best-{step:07d}", monitor=ck.monitor, mode="min",
-                        save_top_k=ck.save_top_k, save_last=True, every_n_train_steps=ck.every_n_steps),
+                        save_top_k=ck.save_top_k, save_last=True, every_n_train_steps=ck.every_n_steps,
+                        # last.ckpt is replaced (atomically) in place, never beside it as last-v1.ckpt: also
+                        # in a run directory copied or moved elsewhere, where Lightning's stored paths differ.
+                        enable_version_counter=False),
         SampleLogger(run_dir / "samples", cfg.sampling.every_n_steps, cfg.sampling.num_samples,
                      steps=cfg.sampling.steps, guidance_scale=cfg.sampling.guidance_scale,
                      seed=cfg.trainer.seed),
