@@ -42,13 +42,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _reason(err: BaseException) -> str:
-    """The most telling cause of a failed write: an OSError in the chain (``No space left on device``)."""
+def _os_error(err: BaseException) -> OSError | None:
+    """The OSError behind a failed write, if any (torch wraps the file's ``No space left on device``)."""
     seen: BaseException | None = err
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno is not None:
-            return f"[Errno {seen.errno}] {os.strerror(seen.errno)}"
+            return seen
         seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _reason(err: BaseException) -> str:
+    """The most telling cause of a failed write: an OSError in the chain, else the error's first line."""
+    os_error = _os_error(err)
+    if os_error is not None:
+        return f"[Errno {os_error.errno}] {os.strerror(os_error.errno)}"
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0][:200] if text else ''}"
 
@@ -77,8 +85,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
         tmp.unlink(missing_ok=True)
         if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit: not a write failure
             raise
-        previous = "the previous one is intact" if path.exists() else "there was no previous one"
-        hint = "; free disk space" if isinstance(err, OSError) and err.errno == errno.ENOSPC else ""
+        previous = f"the previous {path.name} is intact" if path.exists() else "no earlier checkpoint was touched"
+        os_error = _os_error(err)
+        hint = "; free disk space" if os_error is not None and os_error.errno == errno.ENOSPC else ""
         raise CheckpointError(f"could not write checkpoint {path}: {_reason(err)}; {previous}{hint}") from err
     _fsync_dir(path.parent)
     for stale in temporary_files(path):  # left by a writer killed earlier
@@ -87,9 +96,15 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
 
 
 def _torch_save(obj: Any, tmp: Path) -> None:
+    # Through a Python file object: a failed write surfaces as the OSError itself (errno kept).
     with open(tmp, "wb") as f:
         torch.save(obj, f)
         f.flush()
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save(obj, path)``, atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: _torch_save(obj, tmp))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -99,7 +114,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
-        atomic_write(path, lambda tmp: _torch_save(checkpoint, tmp))
+        atomic_torch_save(checkpoint, path)
 
     @override
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None

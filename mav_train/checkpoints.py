@@ -285,7 +285,7 @@ def consolidate(path: str | Path, out: str | Path | None = None, fmt: str | None
     ``fmt``: ``ckpt`` (a torch file) or ``safetensors``; by default the suffix of ``out`` decides (``ckpt``
     when there is no ``out``). The file is written atomically (a temporary file, then a rename).
     """
-    from mav_train.checkpoint_io import atomic_write
+    from mav_train.checkpoint_io import atomic_torch_save, atomic_write
 
     if fmt is None:
         fmt = "safetensors" if out is not None and Path(out).suffix == SAFETENSORS_SUFFIX else "ckpt"
@@ -296,5 +296,5 @@ def consolidate(path: str | Path, out: str | Path | None = None, fmt: str | None
     if fmt == "safetensors":
         atomic_write(out, lambda tmp: save_safetensors(plain, tmp))
     else:
-        atomic_write(out, lambda tmp: torch.save(plain, tmp))
+        atomic_torch_save(plain, out)
     return out
