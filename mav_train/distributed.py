@@ -11,7 +11,7 @@
 Under SLURM (``srun`` sets ``SLURM_*``) the cluster environment is Lightning's ``SLURMEnvironment`` with
 ``auto_requeue=False``: the requeue signal is handled by :class:`mav_train.callbacks.preemption.Preemption`,
 which saves at a step boundary on every rank (Lightning's own handler saves from inside the signal handler,
-wherever the step happens to be), and the sbatch script (``slurm/train.sbatch``) requeues the job after the
+wherever the step happens to be), and the sbatch script (``mav_train/slurm/train.sbatch``) requeues the job after the
 training process has exited cleanly.
 """
 
