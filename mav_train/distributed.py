@@ -11,7 +11,7 @@
 Under SLURM (``srun`` sets ``SLURM_*``) the cluster environment is Lightning's ``SLURMEnvironment`` with
 ``auto_requeue=False``: the requeue signal is handled by :class:`mav_train.callbacks.preemption.Preemption`,
 which saves at a step boundary on every rank (Lightning's own handler saves from inside the signal handler,
-wherever the step happens to be), and the sbatch script (``slurm/train.sbatch``) requeues the job after the
+wherever the step happens to be), and the sbatch script (``mav_train/slurm/train.sbatch``) requeues the job after the
 training process has exited cleanly.
 """
 
@@ -98,11 +98,16 @@ def build_strategy(trainer: DictConfig, batch_size: int = 1) -> Strategy | str:
 
 
 def plugins(strategy: Strategy | str) -> list:
-    """Trainer plugins: the cluster environment, unless ``strategy`` (an object) already carries one.
+    """Trainer plugins: atomic checkpoint writes with safe reads (:class:`AtomicCheckpointIO`), and the cluster
+    environment unless ``strategy`` (an object) already carries one.
 
-    It goes in as a plugin rather than into each strategy so that string-named strategies get it too.
+    They go in as plugins rather than into each strategy so that string-named strategies get them too.
+    DeepSpeed writes its checkpoint directories itself, not through the checkpoint IO plugin.
     """
+    from mav_train.checkpoint_io import AtomicCheckpointIO
+
+    out: list = [AtomicCheckpointIO()]
     env = cluster_environment()
-    if env is None or getattr(strategy, "cluster_environment", None) is not None:
-        return []
-    return [env]
+    if env is not None and getattr(strategy, "cluster_environment", None) is None:
+        out.append(env)
+    return out

@@ -10,13 +10,14 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mav_train.callbacks.curriculum import FpsCurriculumSync
 from mav_train.callbacks.preemption import Preemption
 from mav_train.callbacks.sample_logger import SampleLogger
 from mav_train.callbacks.throughput import Throughput
-from mav_train.checkpoints import newest_checkpoint
+from mav_train.checkpoints import CheckpointError, newest_readable, resume_candidates
 from mav_train.distributed import build_strategy, plugins
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,10 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[L.
     ck = cfg.checkpoint
     callbacks: list[L.Callback] = [
         ModelCheckpoint(dirpath=str(run_dir), filename="best-{step:07d}", monitor=ck.monitor, mode="min",
-                        save_top_k=ck.save_top_k, save_last=True, every_n_train_steps=ck.every_n_steps),
+                        save_top_k=ck.save_top_k, save_last=True, every_n_train_steps=ck.every_n_steps,
+                        # last.ckpt is replaced (atomically) in place, never beside it as last-v1.ckpt: also
+                        # in a run directory copied or moved elsewhere, where Lightning's stored paths differ.
+                        enable_version_counter=False),
         Throughput("video" if cfg.data.kind == "video" else "image"),
         Preemption(run_dir / PREEMPT_CKPT),
     ]
@@ -116,14 +120,24 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list[L.Callba
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
-    """``checkpoint.resume=auto``: continue from the run directory's newest checkpoint when there is one.
+    """``checkpoint.resume=auto``: continue from the run directory's newest readable checkpoint.
 
-    Candidates: ``last.ckpt`` (ModelCheckpoint), ``preempted.ckpt`` (the Preemption callback) and Lightning's
-    ``hpc_ckpt_*.ckpt``; the one with the highest global step wins (the later one on a tie), so a requeued
-    job never goes back to an older checkpoint.
+    Candidates: every ``*.ckpt`` of the run (``best-*`` and periodic ones, ``last.ckpt``, ``preempted.ckpt``
+    from the Preemption callback, Lightning's ``hpc_ckpt_*.ckpt``); the readable one with the highest global
+    step wins (the later one on a tie), so a requeued job never goes back to an older checkpoint. Unreadable
+    ones (truncated, unsafe to unpickle, bad CRC) are reported in one warning line. Checkpoints that exist but
+    none of which is readable raise :class:`CheckpointError`: starting over would overwrite them.
     """
     if cfg.checkpoint.resume == "never":
         return None
-    candidates = [run_dir / "last.ckpt", run_dir / PREEMPT_CKPT, *run_dir.glob("hpc_ckpt_*.ckpt")]
-    newest = newest_checkpoint(candidates)
+    candidates = resume_candidates(run_dir)
+    newest, unreadable = newest_readable(candidates)
+    if unreadable and rank_zero_only.rank == 0:
+        log.warning("unreadable checkpoints, not resumed from: %s",
+                    "; ".join(f"{path} ({reason})" for path, reason in unreadable))
+    if newest is None and unreadable:
+        raise CheckpointError(
+            f"{run_dir} holds {len(unreadable)} checkpoint(s) and none is readable "
+            f"({'; '.join(f'{p.name}: {r}' for p, r in unreadable)}); refusing to start over and overwrite them: "
+            "move them away, or start afresh with checkpoint.resume=never")
     return str(newest) if newest is not None else None

@@ -29,7 +29,7 @@ class Preemption(L.Callback):
     the run) and again wherever Lightning may have replaced it (its SIGTERM handler, registered after setup).
     After training it hands every signal to the handler that was there before (a stale copy does the same).
     Under SLURM, Lightning's requeue handler is off (see :mod:`mav_train.distributed`); requeueing the job is
-    the sbatch script's part (``slurm/train.sbatch``), once this process has exited.
+    the sbatch script's part (``mav_train/slurm/train.sbatch``), once this process has exited.
     """
 
     def __init__(self, path: str | Path, signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> None:

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from mav_train.components.registry import COMPONENTS, component_class
-from mav_train.config.load import load_config, save_config
+from mav_train.config.load import ConfigError, load_config, save_config
 from mav_train.config.validate import validate
 
 HELP = """\
@@ -22,7 +22,9 @@ usage: python -m mav_train fit recipe=NAME [key=value ...]
 
 The run directory (run_dir, default runs/<recipe>) receives config.yaml (the fully resolved config),
 last.ckpt and best-*.ckpt, samples/ and the W&B run (offline unless W&B credentials are configured).
-Rerunning with an existing run_dir resumes from its last.ckpt (checkpoint.resume=never starts afresh).
+Rerunning with an existing run_dir resumes from its newest readable checkpoint (unreadable ones are reported;
+if there are checkpoints and none is readable, fit stops; checkpoint.resume=never starts afresh). The CLIP's
+weights (clip.pretrained) and init.checkpoint are checked before any work starts.
 init.checkpoint starts from an earlier component: decoder -> temporal_decoder inflates the image UNet into the
 video UNet with every new temporal layer at the identity."""
 
@@ -78,19 +80,27 @@ def run(args: list[str], strategy=None, extra_callbacks: list | None = None) -> 
 
     from datamodules.factory import build_datamodule
     from mav_train.components.init import initialise_from_checkpoint
+    from mav_train.preflight import check_checkpoint, check_clip
     from mav_train.training import build_trainer, resume_checkpoint
 
+    # Weights and checkpoints that are not there fail now, in one line, before loaders or the Trainer exist.
+    check_clip(cfg.clip)
     from mav_train.components.clip_source import resolve_clip_config
 
     resolve_clip_config(cfg)  # clip.pretrained=demo: the toy CLIP is trained now, before anything else starts
+    resume = resume_checkpoint(cfg, run_dir)
+    if not resume and cfg.init.checkpoint:
+        check_checkpoint(cfg.init.checkpoint, "init.checkpoint")
     L.seed_everything(cfg.trainer.seed, workers=True)
     datamodule = build_datamodule(cfg.data, cache_dir=cfg.cache_dir)
     module = component_class(cfg.component)(cfg)
-    resume = resume_checkpoint(cfg, run_dir)
     if resume:
         log.info("resuming from %s", resume)
     elif cfg.init.checkpoint:
-        log.info(initialise_from_checkpoint(module, cfg.init.checkpoint))
+        try:
+            log.info(initialise_from_checkpoint(module, cfg.init.checkpoint))
+        except ValueError as err:  # a checkpoint of another CLIP, of no mav_train component, ...
+            raise ConfigError(f"init.checkpoint: {err}") from err
     elif cfg.unet.temporal:
         log.info("init.checkpoint is not set: training %s from scratch (no image decoder to inflate)",
                  cfg.component)

@@ -1,7 +1,8 @@
 """Command-line entry: one dict maps verbs to the modules that implement them.
 
 Each verb module exposes ``HELP`` (its --help text, first line = summary) and ``run(args: list[str]) -> int``.
-Configuration errors are printed as one line (no traceback) and exit with status 2.
+Configuration errors are printed as one line (no traceback) and exit with status 2; a checkpoint that cannot be
+read or written (unsafe, truncated, a full disk) is one line too, with status 1.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from mav_train.checkpoints import CheckpointError
 from mav_train.config.load import ConfigError
 
 VERBS = {
@@ -61,3 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"mav_train {verb}: config error: {err}", file=sys.stderr)
         return 2
+    except CheckpointError as err:
+        print(f"mav_train {verb}: checkpoint error: {err}", file=sys.stderr)
+        return 1

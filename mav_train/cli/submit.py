@@ -19,7 +19,7 @@ from mav_train.config.validate import validate
 from mav_train.training import with_run_dir
 
 HELP = """\
-Submit a training run to SLURM: render slurm/train.sbatch, save it and the resolved config, sbatch it.
+Submit a training run to SLURM: render mav_train/slurm/train.sbatch, save it and the resolved config, sbatch it.
 
 usage: python -m mav_train submit recipe=NAME [key=value ...] [slurm.KEY=VALUE ...] [--dry-run]
 
@@ -44,8 +44,8 @@ PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
 def slurm_dir() -> Path:
-    """The ``slurm/`` folder at the project root (beside the ``mav_train`` package, like ``recipes/``)."""
-    return Path(__file__).resolve().parents[2] / "slurm"
+    """The ``slurm/`` folder inside the ``mav_train`` package (package data, like ``recipes/``)."""
+    return Path(__file__).resolve().parents[1] / "slurm"
 
 
 def render(template: str, values: dict[str, object]) -> str:

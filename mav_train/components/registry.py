@@ -6,8 +6,6 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 if TYPE_CHECKING:
     from mav_train.components.base import DiffusionComponent
 
@@ -27,7 +25,10 @@ def component_class(name: str) -> type[DiffusionComponent]:
 
 
 def load_checkpoint_file(path: str | Path) -> dict:
-    """A Lightning checkpoint (or a consolidated one written by ``consolidate``) as a dict on the CPU."""
+    """A Lightning checkpoint (or a consolidated ``.ckpt`` / ``.safetensors`` written by ``consolidate``) as a
+    dict on the CPU, read safely (:func:`mav_train.checkpoints.load_checkpoint`)."""
+    from mav_train.checkpoints import load_checkpoint
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -36,7 +37,7 @@ def load_checkpoint_file(path: str | Path) -> dict:
             f"{path} is a sharded (DeepSpeed/FSDP) checkpoint directory: turn it into one file first with "
             f"`python -m mav_train consolidate checkpoint={path}`"
         )
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_checkpoint(path)
 
 
 def load_component(path: str | Path, map_location: str = "cpu") -> DiffusionComponent:

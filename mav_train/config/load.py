@@ -28,8 +28,8 @@ class ConfigError(ValueError):
 
 
 def recipes_dir() -> Path:
-    """The ``recipes/`` folder at the project root (beside the ``mav_train`` package)."""
-    return Path(__file__).resolve().parents[2] / "recipes"
+    """The ``recipes/`` folder inside the ``mav_train`` package (package data: an installed wheel has it)."""
+    return Path(__file__).resolve().parents[1] / "recipes"
 
 
 def recipe_path(name: str) -> Path:

@@ -223,7 +223,7 @@ class InitConfig:
 
 @dataclass
 class SlurmConfig:
-    """``submit``: the sbatch script rendered from ``slurm/train.sbatch``. One task per GPU; with
+    """``submit``: the sbatch script rendered from ``mav_train/slurm/train.sbatch``. One task per GPU; with
     ``gpus_per_node=0``, ``tasks_per_node`` CPU tasks."""
 
     nodes: int = 1

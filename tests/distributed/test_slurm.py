@@ -1,14 +1,16 @@
 """A real SLURM job: ``submit`` a 2-task CPU job, send the requeue signal, and check that it saved, requeued
 itself, resumed from a step > 0 and finished at ``max_steps`` with one continuous W&B run.
 
-The local single-node cluster is started by ``../shared/tools/start_slurm.sh`` (root; idempotent; installs the
-Debian SLURM packages when missing). Skipped only when not root.
+The local single-node cluster is started by the project's own ``slurm/local_cluster.sh start`` (root;
+idempotent; installs the Debian SLURM packages with apt when missing). Skipped only where it cannot run: not
+root, or SLURM missing with no apt-get to install it.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -19,19 +21,19 @@ from mav_train.checkpoints import checkpoint_step
 from mav_train.training import PREEMPT_CKPT, WANDB_ID_FILE
 from tests.distributed.helpers import ROOT, TINY, mav_train, run, wandb_history
 
-START_SLURM = Path(os.environ.get("MAV_TRAIN_START_SLURM",
-                                  ROOT.parent / "shared" / "tools" / "start_slurm.sh"))
+LOCAL_CLUSTER = ROOT / "slurm" / "local_cluster.sh"
 MAX_STEPS = 24  # long enough that the signal always lands mid-training, even on an idle machine
 
 
 @pytest.fixture(scope="module")
 def slurm_cluster() -> None:
     if os.geteuid() != 0:
-        pytest.skip("the local SLURM cluster needs root (start_slurm.sh installs and starts munge, "
+        pytest.skip("the local SLURM cluster needs root (slurm/local_cluster.sh installs and starts munge, "
                     "slurmctld, slurmd)")
-    assert START_SLURM.is_file(), f"{START_SLURM} not found (set MAV_TRAIN_START_SLURM to the start script)"
-    result = subprocess.run(["bash", str(START_SLURM)], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"start_slurm.sh failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    if shutil.which("sbatch") is None and shutil.which("apt-get") is None:
+        pytest.skip("SLURM is not installed and there is no apt-get to install it (slurm/local_cluster.sh)")
+    result = subprocess.run(["bash", str(LOCAL_CLUSTER), "start"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"local_cluster.sh failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
 
 
 def job_field(job_id: str, field: str) -> str:
