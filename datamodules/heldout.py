@@ -11,12 +11,40 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
+from einops import rearrange
 
 from datamodules.demo import IMAGE_STREAM, VIDEO_STREAM, sample_rng
 from datamodules.mp4 import encode_mp4
-from datamodules.toy_world import caption_of, draw_scene, random_scene
+from datamodules.toy_world import Scene, caption_of, draw_scene, random_scene
 
 TRAINING_SEED = 0
+
+
+def heldout_scenes(num: int, seed: int = 1, moving: bool = False) -> list[Scene]:
+    """The scenes :func:`write_heldout` draws (item ``i`` from its own generator)."""
+    if seed == TRAINING_SEED:
+        raise ValueError(f"seed {seed} draws the training data; held-out items need another seed")
+    stream = VIDEO_STREAM if moving else IMAGE_STREAM
+    return [random_scene(sample_rng(seed, stream, index), moving=moving) for index in range(num)]
+
+
+def heldout_images(num: int, seed: int = 1, resolution: int = 32) -> tuple[torch.Tensor, list[str]]:
+    """Held-out images ``b 3 r r`` in [-1, 1] and their captions (the same items :func:`write_heldout` writes)."""
+    scenes = heldout_scenes(num, seed)
+    pixels = np.stack([np.asarray(draw_scene(scene, resolution)) for scene in scenes])
+    return rearrange(torch.from_numpy(pixels).float() / 127.5 - 1.0, "b h w c -> b c h w"), [
+        caption_of(scene) for scene in scenes]
+
+
+def heldout_clips(num: int, seed: int = 1, resolution: int = 32, frames: int = 16,
+                  fps: float = 30.0) -> tuple[torch.Tensor, list[str]]:
+    """Held-out clips ``b 3 t r r`` in [-1, 1] rendered ``1/fps`` s apart (no compression), and captions."""
+    scenes = heldout_scenes(num, seed, moving=True)
+    pixels = np.stack([[np.asarray(draw_scene(scene, resolution, t / fps)) for t in range(frames)]
+                       for scene in scenes])
+    return rearrange(torch.from_numpy(pixels).float() / 127.5 - 1.0, "b t h w c -> b c t h w"), [
+        caption_of(scene) for scene in scenes]
 
 
 def write_heldout(out_dir: str | Path, num: int = 64, seed: int = 1, kind: str = "image", resolution: int = 32,

@@ -52,5 +52,10 @@ class TemporalDecoder(DiffusionComponent):
         u, d = self.cfg.unet, self.cfg.data
         return (batch, u.out_channels, d.num_frames, d.resolution, d.resolution)
 
+    def video_conditions(self, frames: Tensor, fps: float) -> Conditions:
+        """Conditions for sampling videos from conditioning frames ``b 3 h w`` in [-1, 1] at ``fps``."""
+        return Conditions(image_emb=self.clip.encode_image(frames), fps=self.fps_tensor(fps, frames.shape[0]),
+                          always_drop_text=True)
+
     def fps_tensor(self, fps: float, batch: int) -> Tensor:
         return torch.full((batch,), float(fps), device=self.device)

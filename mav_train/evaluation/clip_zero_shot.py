@@ -6,17 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from datamodules.toy_world import draw_scene, one_attribute_variants, parse_caption, random_scene, toy_caption_of
+from datamodules.toy_world import one_attribute_variants, parse_caption
 from mav_train.nn.encoders import FrozenCLIP
-
-
-def heldout_images(num: int, seed: int, resolution: int) -> tuple[torch.Tensor, list[str]]:
-    """``num`` toy images ``b 3 r r`` in [-1, 1] with their captions, drawn from ``seed`` (the demo data uses 0)."""
-    rng = np.random.default_rng([seed, 7])
-    scenes = [random_scene(rng, moving=False) for _ in range(num)]
-    pixels = np.stack([np.asarray(draw_scene(s, resolution)) for s in scenes])
-    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    return images, [toy_caption_of(s).text() for s in scenes]
 
 
 @torch.no_grad()

@@ -1,0 +1,120 @@
+"""The toy-world judge's numbers for the demo models (README "How well the demo models work").
+
+    python -m bench.bench_quality                       # every demo run found under runs/demo/
+    python -m bench.bench_quality --decoder runs/demo/decoder/last.ckpt --num 64 --out quality.json
+
+- clip: zero-shot accuracy of the toy CLIP on held-out images: its caption against every caption that differs
+  in exactly one attribute (colour, background, shape, position, size).
+- decoder: samples conditioned on the CLIP image embeddings of ``--num`` held-out toy images (seed 1; the demo
+  data is seed 0), with the recipe's sampling settings, judged against the held-out captions.
+- temporal_decoder: videos conditioned on the first frame of held-out clips at fps 4, 8, 16 and 30; per-frame
+  background and colour, identity consistency, and the mean per-frame displacement at each fps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from datamodules.heldout import heldout_clips, heldout_images
+from mav_train.components.registry import load_component
+from mav_train.evaluation.clip_zero_shot import toy_zero_shot
+from mav_train.evaluation.toy_judge import score_images, score_videos
+
+FPS_LEVELS = (4, 8, 16, 30)
+
+
+def judge_clip(clip_ckpt: Path | None, decoder, num: int) -> dict:
+    """Zero-shot reading of the CLIP a decoder was trained with (or of a clip component checkpoint)."""
+    clip = _frozen_from(load_component(clip_ckpt)) if clip_ckpt is not None else decoder.clip
+    images, captions = heldout_images(num, seed=1, resolution=32)
+    return toy_zero_shot(clip, images, captions)
+
+
+def _frozen_from(module):
+    """A frozen CLIP with the weights of a clip component (through the open_clip export it writes)."""
+    from mav_train.components.clip import EXPORT_NAME, export_open_clip
+    from mav_train.config.schema import ClipConfig
+    from mav_train.nn.encoders import FrozenCLIP
+
+    path = export_open_clip(module.network, Path("/tmp") / f"bench_quality_{EXPORT_NAME}")
+    return FrozenCLIP(ClipConfig(model=module.cfg.clip.model, pretrained=str(path), tokenizer=module.cfg.clip.tokenizer))
+
+
+@torch.no_grad()
+def judge_decoder(module, num: int, seed: int = 0, batch: int = 32) -> dict:
+    """Samples of the decoder conditioned on held-out images' CLIP embeddings, judged against their captions."""
+    resolution = module.cfg.data.resolution
+    images, captions = heldout_images(num, seed=1, resolution=resolution)
+    generator = torch.Generator().manual_seed(seed)
+    samples = []
+    from mav_train.components.base import Conditions
+
+    for start in range(0, num, batch):
+        chunk = images[start:start + batch]
+        cond = Conditions(image_emb=module.clip.encode_image(chunk))
+        samples.append(module.sample(cond, tuple(chunk.shape), generator=generator))
+    return score_images(torch.cat(samples), captions).as_dict()
+
+
+@torch.no_grad()
+def judge_temporal_decoder(module, num: int, seed: int = 0, batch: int = 16) -> dict:
+    """Videos conditioned on held-out clips' first frames at several fps; judged per fps."""
+    cfg = module.cfg
+    clips, captions = heldout_clips(num, seed=1, resolution=cfg.data.resolution, frames=cfg.data.num_frames)
+    out = {}
+    for fps in FPS_LEVELS:
+        generator = torch.Generator().manual_seed(seed)
+        samples = []
+        for start in range(0, num, batch):
+            first = clips[start:start + batch, :, 0]
+            samples.append(module.sample(module.video_conditions(first, fps), module.sample_shape(first.shape[0]),
+                                         generator=generator))
+        out[f"fps{fps}"] = score_videos(torch.cat(samples), captions).as_dict()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default="runs/demo", help="where the demo run directories are")
+    parser.add_argument("--clip", type=Path, help="a clip component checkpoint (default: the decoder's CLIP)")
+    parser.add_argument("--decoder", type=Path)
+    parser.add_argument("--temporal-decoder", type=Path)
+    parser.add_argument("--num", type=int, default=64, help="held-out items per measurement")
+    parser.add_argument("--out", type=Path, help="write the numbers as JSON")
+    args = parser.parse_args(argv)
+    runs = Path(args.runs)
+    decoder_path = args.decoder or _existing(runs / "decoder" / "last.ckpt")
+    temporal_path = args.temporal_decoder or _existing(runs / "temporal_decoder" / "last.ckpt")
+    torch.manual_seed(0)
+    report: dict = {"protocol": f"{args.num} held-out toy items (seed 1), recipe sampling settings, toy judge"}
+    decoder = load_component(decoder_path) if decoder_path else None
+    if args.clip or decoder is not None:
+        report["clip_zero_shot"] = judge_clip(args.clip, decoder, max(args.num, 256))
+        print("clip zero-shot:", _fmt(report["clip_zero_shot"]))
+    if decoder is not None:
+        report["decoder"] = judge_decoder(decoder, args.num)
+        print("decoder:", _fmt(report["decoder"]))
+    if temporal_path:
+        report["temporal_decoder"] = judge_temporal_decoder(load_component(temporal_path), args.num)
+        for fps, scores in report["temporal_decoder"].items():
+            print(f"temporal_decoder {fps}:", _fmt(scores))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
+def _fmt(scores: dict) -> str:
+    return " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in scores.items()
+                    if not isinstance(v, dict))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
