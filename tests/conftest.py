@@ -8,18 +8,48 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from datamodules.demo import ensure_demo_data
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache directory holding the built-in toy-world shards (written once for the whole session)."""
+    """The session's cache, used by every test process (``MAV_TRAIN_CACHE``): the toy-world shards are written
+    into it by the first datamodule that needs them (at the sizes the demo recipes ask for), and it holds a
+    stand-in for the toy CLIP (see :func:`seed_demo_clip`)."""
     cache = tmp_path_factory.mktemp("mav_cache")
-    ensure_demo_data(cache / "demo")
+    seed_demo_clip(cache)
     return cache
+
+
+def seed_demo_clip(cache: Path) -> Path:
+    """Write the *untrained* seeded toy CLIP where ``clip.pretrained: demo`` looks for the trained one.
+
+    Training the real toy CLIP takes minutes; the tests that check plumbing (fit, resume, sample, DDP, SLURM,
+    ...) need a fixed CLIP, not a good one. The tests where meaning matters train their own:
+    ``tests/components/test_clip.py`` (the CLIP learns) and ``test_demo_clip.py`` (first-use training)."""
+    from mav_train.components.demo_clip import demo_clip_path
+    from mav_train.config.schema import ClipConfig
+    from mav_train.nn.encoders import build_clip_model
+
+    path = demo_clip_path(cache)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(build_clip_model(ClipConfig(model="toy")).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(demo_cache: Path):
+    """In-process tests read the same cache as the CLI runs."""
+    previous = os.environ.get("MAV_TRAIN_CACHE")
+    os.environ["MAV_TRAIN_CACHE"] = str(demo_cache)
+    yield
+    if previous is None:
+        os.environ.pop("MAV_TRAIN_CACHE", None)
+    else:
+        os.environ["MAV_TRAIN_CACHE"] = previous
 
 
 def cli_env(cache: Path) -> dict[str, str]:

@@ -29,11 +29,12 @@ _DROP_ENV = ("SLURM_", "RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTE
              "LOCAL_WORLD_SIZE", "GROUP_RANK", "TORCHELASTIC_")
 
 
-def demo_clip_path(cache_dir: str | Path | None = None) -> Path:
-    """Where the toy CLIP of the current ``recipes/demo/clip.yaml`` lives (the file name hashes the recipe)."""
+def demo_clip_path(cache_dir: str | Path | None = None, overrides: tuple[str, ...] = ()) -> Path:
+    """Where the toy CLIP of the current ``recipes/demo/clip.yaml`` (with ``overrides``) lives: the file name
+    hashes the resolved recipe, so a changed recipe trains a new CLIP instead of reusing a stale one."""
     from mav_train.config.load import load_config
 
-    recipe = OmegaConf.to_container(load_config(RECIPE, []), resolve=True)
+    recipe = OmegaConf.to_container(load_config(RECIPE, list(overrides)), resolve=True)
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     return _root(cache_dir) / f"toy_clip-{digest}.pt"
 
@@ -42,20 +43,21 @@ def _root(cache_dir: str | Path | None) -> Path:
     return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "demo_clip"
 
 
-def ensure_demo_clip(cache_dir: str | Path | None = None) -> Path:
-    """The toy CLIP's open_clip weights file, trained first if this cache has none for the current recipe."""
-    target = demo_clip_path(cache_dir)
+def ensure_demo_clip(cache_dir: str | Path | None = None, overrides: tuple[str, ...] = ()) -> Path:
+    """The toy CLIP's open_clip weights file, trained first if this cache has none for the current recipe.
+    ``overrides`` (``key=value``) change the recipe (tests train a tiny one)."""
+    target = demo_clip_path(cache_dir, overrides)
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not target.is_file():
-            _train(target, cache_dir)
+            _train(target, cache_dir, overrides)
     return target
 
 
-def _train(target: Path, cache_dir: str | Path | None) -> None:
+def _train(target: Path, cache_dir: str | Path | None, overrides: tuple[str, ...]) -> None:
     from mav_train.components.clip import EXPORT_NAME
 
     run_dir = target.parent / f"run-{target.stem}"
@@ -66,7 +68,7 @@ def _train(target: Path, cache_dir: str | Path | None) -> None:
     if cache_dir is not None:
         env["MAV_TRAIN_CACHE"] = str(cache_dir)
     args = [sys.executable, "-m", "mav_train", "fit", f"recipe={RECIPE}", f"run_dir={run_dir}", "logger=none",
-            "checkpoint.resume=never"]
+            "checkpoint.resume=never", *overrides]
     if cache_dir is not None:
         args.append(f"cache_dir={cache_dir}")
     result = subprocess.run(args, env=env)

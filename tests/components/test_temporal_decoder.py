@@ -77,7 +77,8 @@ def test_freeze_spatial_trains_only_temporal_layers(tmp_path):
 
 def test_train_all_layers_but_text_when_not_frozen():
     module = component_class("temporal_decoder")(
-        load_config("demo/temporal_decoder", OVERRIDES + VIDEO + ["model.freeze_spatial=false"]))
+        load_config("demo/temporal_decoder", OVERRIDES + VIDEO + ["model.freeze_spatial=false",
+                                                                   "unet.text_dim=96"]))  # toy CLIP text width
     frozen = {n for n, p in module.network.named_parameters() if not p.requires_grad}
     assert frozen and all(module.network.is_text_parameter(n) for n in frozen)
     x0, cond = module.prepare_batch(video_batch())
