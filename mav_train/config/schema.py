@@ -48,7 +48,7 @@ class DiffusionConfig:
     schedule: str = "cosine"  # cosine | linear
     linear_start: float = 1e-4
     linear_end: float = 2e-2
-    parameterization: str = "eps"  # eps | v
+    parameterization: str = "eps"  # eps | v | x0 (the prior predicts x0)
     # Min-SNR-gamma loss weighting (0 = off, plain MSE on the target); 5 is the paper's value.
     min_snr_gamma: float = 0.0
     # Sampling defaults (overridable per call).

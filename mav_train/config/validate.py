@@ -14,7 +14,7 @@ CHOICES = {
     "data.short_clip": ("adjust", "skip"),
     "data.cond_frame": ("first", "middle", "random"),
     "diffusion.schedule": ("cosine", "linear"),
-    "diffusion.parameterization": ("eps", "v"),
+    "diffusion.parameterization": ("eps", "v", "x0"),
     "diffusion.sampler": ("ddim", "ddpm"),
     "logger.kind": ("wandb", "csv", "none"),
     "logger.mode": ("auto", "online", "offline", "disabled"),
