@@ -59,12 +59,14 @@ class ImageSampleDecoder:
     reasons = IMAGE_REASONS
 
     def __init__(
-        self, resolution: int, clip_resolution: int, min_image_size: int, filters: tuple[FieldFilter, ...]
+        self, resolution: int, clip_resolution: int, min_image_size: int, filters: tuple[FieldFilter, ...],
+        holdout_pairs: tuple[str, ...] = (),
     ) -> None:
         self.resolution = resolution
         self.clip_resolution = clip_resolution
         self.min_image_size = min_image_size
         self.filters = filters
+        self.holdout_pairs = tuple(f" {pair.strip()} " for pair in holdout_pairs)
 
     def decode(
         self, sample: dict[str, Any], rng: np.random.Generator, counter: SkipCounter
@@ -74,6 +76,9 @@ class ImageSampleDecoder:
             raise SkipSample("missing_field", f"no image among {IMAGE_EXTENSIONS}, has {sorted(sample)}")
         meta = sample_meta(sample)
         caption = sample_caption(sample, meta)
+        held_out = next((pair for pair in self.holdout_pairs if pair in f" {caption} "), None)
+        if held_out is not None:
+            raise SkipSample("filtered", f"held-out pair '{held_out.strip()}' (data.holdout_pairs)")
         rejection = first_rejection(self.filters, meta)
         if rejection is not None:
             raise SkipSample("filtered", rejection)
@@ -115,7 +120,8 @@ class ImageTextDataModule(ShardDataModule):
 
     def decoder(self) -> ImageSampleDecoder:
         cfg = self.cfg
-        return ImageSampleDecoder(cfg.resolution, self.clip_resolution, cfg.min_image_size, self.filters)
+        return ImageSampleDecoder(cfg.resolution, self.clip_resolution, cfg.min_image_size, self.filters,
+                                  tuple(cfg.holdout_pairs))
 
     @override
     def demo_kinds(self) -> tuple[str, ...]:
@@ -129,6 +135,11 @@ class ImageTextDataModule(ShardDataModule):
     def train_dataloader(self) -> StreamLoader:
         stream = ShardStream(self.stream_spec(train=True), self.decoder(), start=self.position.start)
         return self.loader(stream, train=True)
+
+    def statistics_loader(self) -> StreamLoader:
+        """Training batches from the start of the stream, not counted as consumed (the prior's embedding
+        statistics are computed over them before training)."""
+        return self.loader(ShardStream(self.stream_spec(train=True), self.decoder()), train=False)
 
     @override
     def val_dataloader(self) -> StreamLoader | list:
@@ -161,6 +172,6 @@ def endless_image_stream(
         skip_prefix=skip_prefix,
     )
     decoder = ImageSampleDecoder(
-        cfg.resolution, datamodule.clip_resolution, cfg.min_image_size, datamodule.filters
+        cfg.resolution, datamodule.clip_resolution, cfg.min_image_size, datamodule.filters, tuple(cfg.holdout_pairs)
     )
     return ShardStream(spec, decoder, start=start)
