@@ -262,6 +262,43 @@ class EmbeddingStream(IterableDataset):
                 "key": [key for key, k in zip(keys, keep, strict=True) if k]}
 
 
+class EmbeddingLookup:
+    """Precomputed image embeddings of an embedding folder by sample key (the decoder's ``data.embeddings``): the
+    decoder reads them instead of running the CLIP image tower. The key index (every part's ``key`` column) is
+    built on first use in each worker; it holds every key of the folder in memory, so point it at the folder of
+    the shards being read (``embed`` writes one per shard set), not at all of LAION."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.parts = scan_embedding_folder(root)
+        for part in self.parts:
+            if "key" not in pq.read_schema(part.meta).names:
+                raise ValueError(f"{part.meta} has no key column: the decoder joins embeddings to shards by key")
+        self._index: dict[str, tuple[int, int]] | None = None
+        self._reader = PartReader(self.parts)
+
+    def _lookup(self) -> dict[str, tuple[int, int]]:
+        if self._index is None:
+            self._index = {}
+            for i, part in enumerate(self.parts):
+                keys = pq.read_table(part.meta, columns=["key"]).column("key").to_pylist()
+                self._index.update({str(k): (i, r) for r, k in enumerate(keys)})
+        return self._index
+
+    def image_emb(self, key: str) -> torch.Tensor:
+        """The image embedding ``(d,)`` float32 of ``key``; a key that is not there, or a non-finite row, skips the
+        sample (``missing_field``)."""
+        from datamodules.skips import SkipSample
+
+        where = self._lookup().get(key)
+        if where is None:
+            raise SkipSample("missing_field", f"no precomputed embedding for key {key}")
+        img, _ = self._reader.arrays(where[0])
+        row = np.asarray(img[where[1]], dtype=np.float32)
+        if not np.isfinite(row).all():
+            raise SkipSample("missing_field", f"non-finite precomputed embedding for key {key}")
+        return torch.from_numpy(row)
+
+
 class EmbeddingDataModule(LightningDataModule):
     """``data.embeddings=DIR`` (clip-retrieval layout) → batches for the prior. The last ``data.val_samples`` rows
     are validation (never trained on); ``data.epoch_samples`` rows per rank make an epoch."""

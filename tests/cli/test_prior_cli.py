@@ -50,6 +50,17 @@ def test_embed_fit_generate_round_trip(tmp_path, capsys, monkeypatch):
     img0 = np.load(parts[0].img)
     assert np.isfinite(img0).all() and img0.dtype == np.float32
 
+    # The decoder reads the same folder joined to its shards by key, instead of running the CLIP image tower.
+    from datamodules.factory import build_datamodule
+    from datamodules.transforms import batch_pixels_to_float
+    from tests.datamodules.helpers import data_config
+
+    dm = build_datamodule(data_config(spec, embeddings=str(emb), resolution=32, clip_resolution=32, batch_size=8,
+                                      shuffle_buffer=1), component="decoder")
+    batch = batch_pixels_to_float(next(iter(dm.train_dataloader())))
+    clip = component_class("prior")(load_config("demo/prior", TINY)).clip
+    assert torch.allclose(batch["image_emb"], clip.encode_image(batch["clip_image"]), atol=1e-4)
+
     run_dir = tmp_path / "run"
     fit = ["fit", "recipe=demo/prior", *TINY, f"data.embeddings={emb}", "data.batch_size=8", "data.epoch_samples=32",
            "data.val_samples=8", "data.num_workers=0", "trainer.max_steps=6", "checkpoint.every_n_steps=3",
