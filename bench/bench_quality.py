@@ -132,12 +132,19 @@ def main(argv: list[str] | None = None) -> int:
         report["decoder"] = judge_decoder(decoder, args.num)
         print("decoder:", _fmt(report["decoder"]))
     prior_path = args.prior or _existing(runs / "prior" / "last.ckpt")
-    if prior_path and (decoder is not None or args.write_prompts):
+    if prior_path:
         prior = load_component(prior_path)
+        pairs = list(prior.cfg.data.holdout_pairs)
         if args.write_prompts:
-            _, prompts = heldout_pair_images(args.num, list(prior.cfg.data.holdout_pairs), seed=1)
+            _, prompts = heldout_pair_images(args.num, pairs, seed=1)
             args.write_prompts.write_text("\n".join(prompts) + "\n")
-        if decoder is not None:
+        if decoder is None:  # the prior alone: its embeddings against the true images'
+            unseen = prior_cosines(prior, *heldout_pair_images(args.num, pairs, seed=1))
+            report["prior"] = {"heldout_pairs": pairs, "unseen_pairs": unseen,
+                               "any_pairs": prior_cosines(prior, *heldout_images(args.num, seed=1))}
+            print("prior cos(pred, true image), unseen pairs:", _fmt(unseen), "| any pairs:",
+                  _fmt(report["prior"]["any_pairs"]))
+        else:
             report["prior"] = judge_prior(prior, decoder, args.num)
             print("prior -> decoder on unseen pairs:", _fmt(report["prior"]["judge"]))
             print("prior cos(pred, true image), unseen pairs:", _fmt(report["prior"]["unseen_pairs"]),
