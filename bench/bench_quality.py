@@ -67,13 +67,18 @@ def judge_decoder(module, num: int, seed: int = 0, batch: int = 32) -> dict:
 
 @torch.no_grad()
 def prior_cosines(prior, images: torch.Tensor, captions: list[str], seed: int = 0, batch: int = 64) -> dict:
-    """cos(prior's embedding for the caption, CLIP embedding of the true image): median and mean."""
+    """cos(prior's embedding for the caption, CLIP embedding of the true image): median and mean; and the CLIP's
+    zero-shot reading of the predicted embeddings (caption vs one-attribute variants), as of the true images."""
     from mav_train.components.prior import cosine
+    from mav_train.evaluation.clip_zero_shot import embedding_zero_shot
 
     generator = torch.Generator().manual_seed(seed)
-    cos = torch.cat([cosine(prior.generate(captions[s:s + batch], generator=generator),
-                            prior.clip.encode_image(images[s:s + batch])) for s in range(0, len(captions), batch)])
-    return {"cos_median": float(cos.median()), "cos_mean": float(cos.mean()), "cos_min": float(cos.min())}
+    pred = torch.cat([prior.generate(captions[s:s + batch], generator=generator)
+                      for s in range(0, len(captions), batch)])
+    cos = cosine(pred, prior.clip.encode_image(images))
+    return {"cos_median": float(cos.median()), "cos_mean": float(cos.mean()), "cos_min": float(cos.min()),
+            "zero_shot_pred": embedding_zero_shot(prior.clip, pred, captions),
+            "zero_shot_true_image": toy_zero_shot(prior.clip, images, captions)}
 
 
 @torch.no_grad()
@@ -144,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                                "any_pairs": prior_cosines(prior, *heldout_images(args.num, seed=1))}
             print("prior cos(pred, true image), unseen pairs:", _fmt(unseen), "| any pairs:",
                   _fmt(report["prior"]["any_pairs"]))
+            print("CLIP zero-shot reading of the prior's embeddings, unseen pairs:", _fmt(unseen["zero_shot_pred"]),
+                  "| of the true images:", _fmt(unseen["zero_shot_true_image"]))
         else:
             report["prior"] = judge_prior(prior, decoder, args.num)
             print("prior -> decoder on unseen pairs:", _fmt(report["prior"]["judge"]))
