@@ -21,8 +21,9 @@ CLIP = ["clip.model=custom", "clip.pretrained=null"]
 
 def tiny_decoder_checkpoint(path, clip_seed: int = 0) -> None:
     """A decoder on the tiny random CLIP, one training step, saved by a real Trainer."""
-    cfg = load_config("demo/decoder", [*CLIP, f"clip.seed={clip_seed}", "unet.cond_dim=32", "unet.base_channels=8",
-                                       "unet.head_dim=8", "unet.channel_mults=[1,2]", "unet.attention_levels=[2]", "data.resolution=16",
+    unet = ["unet.cond_dim=32", "unet.base_channels=8", "unet.head_dim=8", "unet.channel_mults=[1,2]",
+            "unet.attention_levels=[2]"]
+    cfg = load_config("demo/decoder", [*CLIP, f"clip.seed={clip_seed}", *unet, "data.resolution=16",
                                        "diffusion.sample_steps=4", "logger=none"])
     module = component_class("decoder")(cfg)
     trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
