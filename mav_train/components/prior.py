@@ -135,7 +135,9 @@ class Prior(DiffusionComponent):
 
     @torch.no_grad()
     def _gather_statistics_sample(self, datamodule) -> Tensor:
-        """``prior.stats_samples`` raw image embeddings from this rank's data, gathered over the ranks."""
+        """``prior.stats_samples`` raw image embeddings from the ranks' data (the same number from each rank, so
+        that they can be gathered), gathered over the ranks."""
+        need = -(-self.cfg.prior.stats_samples // self.trainer.world_size)
         rows, seen = [], 0
         for batch in datamodule.statistics_loader():
             batch = datamodule.on_after_batch_transfer(self.trainer.strategy.batch_to_device(batch), 0)
@@ -145,9 +147,9 @@ class Prior(DiffusionComponent):
                 emb = self.clip.encode_image(batch["clip_image"]).float()
             rows.append(emb)
             seen += emb.shape[0]
-            if seen * self.trainer.world_size >= self.cfg.prior.stats_samples:
+            if seen >= need:
                 break
-        local = torch.cat(rows)
+        local = torch.cat(rows)[:need]
         if self.trainer.world_size > 1:
             local = rearrange(self.all_gather(local), "w n d -> (w n) d")
         return local
