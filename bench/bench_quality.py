@@ -2,11 +2,16 @@
 
     python -m bench.bench_quality                       # every demo run found under runs/demo/
     python -m bench.bench_quality --decoder runs/demo/decoder/last.ckpt --num 64 --out quality.json
+    python -m bench.bench_quality --prior runs/demo/prior/last.ckpt --decoder runs/demo/decoder/last.ckpt
 
 - clip: zero-shot accuracy of the toy CLIP on held-out images: its caption against every caption that differs
   in exactly one attribute (colour, background, shape, position, size).
 - decoder: samples conditioned on the CLIP image embeddings of ``--num`` held-out toy images (seed 1; the demo
   data is seed 0), with the recipe's sampling settings, judged against the held-out captions.
+- prior: text -> image through the demo prior and the decoder (the `generate` verb's code), on ``--num`` held-out
+  prompts whose colour x shape pair the prior never read (its recipe's ``data.holdout_pairs``), judged against
+  the prompts; and the cosine between the prior's embedding and the true image's CLIP embedding (median, mean),
+  on those pairs and on ordinary held-out scenes. ``--write-prompts FILE`` writes those prompts for `generate`.
 - temporal_decoder: videos conditioned on the first frame of held-out clips at fps 4, 8, 16 and 30; per-frame
   background and colour, identity consistency, and the mean per-frame displacement at each fps.
 """
@@ -19,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from datamodules.heldout import heldout_clips, heldout_images
+from datamodules.heldout import heldout_clips, heldout_images, heldout_pair_images
 from mav_train.components.registry import load_component
 from mav_train.evaluation.clip_zero_shot import toy_zero_shot
 from mav_train.evaluation.toy_judge import score_images, score_videos
@@ -61,6 +66,37 @@ def judge_decoder(module, num: int, seed: int = 0, batch: int = 32) -> dict:
 
 
 @torch.no_grad()
+def prior_cosines(prior, images: torch.Tensor, captions: list[str], seed: int = 0, batch: int = 64) -> dict:
+    """cos(prior's embedding for the caption, CLIP embedding of the true image): median and mean; and the CLIP's
+    zero-shot reading of the predicted embeddings (caption vs one-attribute variants), as of the true images."""
+    from mav_train.components.prior import cosine
+    from mav_train.evaluation.clip_zero_shot import embedding_zero_shot
+
+    generator = torch.Generator().manual_seed(seed)
+    pred = torch.cat([prior.generate(captions[s:s + batch], generator=generator)
+                      for s in range(0, len(captions), batch)])
+    cos = cosine(pred, prior.clip.encode_image(images))
+    return {"cos_median": float(cos.median()), "cos_mean": float(cos.mean()), "cos_min": float(cos.min()),
+            "zero_shot_pred": embedding_zero_shot(prior.clip, pred, captions),
+            "zero_shot_true_image": toy_zero_shot(prior.clip, images, captions)}
+
+
+@torch.no_grad()
+def judge_prior(prior, decoder, num: int, seed: int = 0, batch: int = 32) -> dict:
+    """Prompts of held-out colour x shape pairs → prior → decoder (as `generate` does), judged; and cosines."""
+    from mav_train.cli.generate import generate_images
+
+    pairs = list(prior.cfg.data.holdout_pairs)
+    images, captions = heldout_pair_images(num, pairs, seed=1, resolution=decoder.cfg.data.resolution)
+    samples = torch.cat([generate_images(prior, decoder, captions[s:s + batch], seed=seed + s)[0]
+                         for s in range(0, num, batch)])
+    seen_images, seen_captions = heldout_images(num, seed=1, resolution=decoder.cfg.data.resolution)
+    return {"heldout_pairs": pairs, "judge": score_images(samples, captions).as_dict(),
+            "unseen_pairs": prior_cosines(prior, images, captions, seed),
+            "any_pairs": prior_cosines(prior, seen_images, seen_captions, seed)}
+
+
+@torch.no_grad()
 def judge_temporal_decoder(module, num: int, seed: int = 0, batch: int = 16) -> dict:
     """Videos conditioned on held-out clips' first frames at several fps; judged per fps."""
     cfg = module.cfg
@@ -83,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip", type=Path, help="a clip component checkpoint (default: the decoder's CLIP)")
     parser.add_argument("--decoder", type=Path)
     parser.add_argument("--temporal-decoder", type=Path)
+    parser.add_argument("--prior", type=Path, help="a demo prior checkpoint (judged through --decoder)")
+    parser.add_argument("--write-prompts", type=Path, help="write the prior's held-out-pair prompts, one a line")
     parser.add_argument("--num", type=int, default=64, help="held-out items per measurement")
     parser.add_argument("--out", type=Path, help="write the numbers as JSON")
     args = parser.parse_args(argv)
@@ -98,6 +136,26 @@ def main(argv: list[str] | None = None) -> int:
     if decoder is not None:
         report["decoder"] = judge_decoder(decoder, args.num)
         print("decoder:", _fmt(report["decoder"]))
+    prior_path = args.prior or _existing(runs / "prior" / "last.ckpt")
+    if prior_path:
+        prior = load_component(prior_path)
+        pairs = list(prior.cfg.data.holdout_pairs)
+        if args.write_prompts:
+            _, prompts = heldout_pair_images(args.num, pairs, seed=1)
+            args.write_prompts.write_text("\n".join(prompts) + "\n")
+        if decoder is None:  # the prior alone: its embeddings against the true images'
+            unseen = prior_cosines(prior, *heldout_pair_images(args.num, pairs, seed=1))
+            report["prior"] = {"heldout_pairs": pairs, "unseen_pairs": unseen,
+                               "any_pairs": prior_cosines(prior, *heldout_images(args.num, seed=1))}
+            print("prior cos(pred, true image), unseen pairs:", _fmt(unseen), "| any pairs:",
+                  _fmt(report["prior"]["any_pairs"]))
+            print("CLIP zero-shot reading of the prior's embeddings, unseen pairs:", _fmt(unseen["zero_shot_pred"]),
+                  "| of the true images:", _fmt(unseen["zero_shot_true_image"]))
+        else:
+            report["prior"] = judge_prior(prior, decoder, args.num)
+            print("prior -> decoder on unseen pairs:", _fmt(report["prior"]["judge"]))
+            print("prior cos(pred, true image), unseen pairs:", _fmt(report["prior"]["unseen_pairs"]),
+                  "| any pairs:", _fmt(report["prior"]["any_pairs"]))
     if temporal_path:
         report["temporal_decoder"] = judge_temporal_decoder(load_component(temporal_path), args.num)
         for fps, scores in report["temporal_decoder"].items():

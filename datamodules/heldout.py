@@ -75,3 +75,31 @@ def write_heldout(out_dir: str | Path, num: int = 64, seed: int = 1, kind: str =
         stem.with_suffix(".txt").write_text(caption_of(scene) + "\n")
         paths.append(path)
     return paths
+
+
+def heldout_pair_scenes(num: int, pairs: list[str] | tuple[str, ...], seed: int = 1) -> list[Scene]:
+    """``num`` held-out still scenes whose ``"colour shape"`` pair is one of ``pairs`` (the combinations a demo
+    prior never read, ``data.holdout_pairs``): the held-out stream of ``seed``, items of other pairs passed over."""
+    from datamodules.toy_world import COLORS
+
+    wanted = {" ".join(pair.split()) for pair in pairs}
+    if not wanted:
+        raise ValueError("no colour x shape pairs given")
+    scenes, index = [], 0
+    while len(scenes) < num:
+        scene = random_scene(sample_rng(seed, IMAGE_STREAM, index), moving=False)
+        if f"{COLORS[scene.color][0]} {scene.shape}" in wanted:
+            scenes.append(scene)
+        index += 1
+        if index > 1000 * num:
+            raise ValueError(f"pairs {sorted(wanted)} are not toy-world colour x shape pairs")
+    return scenes
+
+
+def heldout_pair_images(num: int, pairs: list[str] | tuple[str, ...], seed: int = 1,
+                        resolution: int = 32) -> tuple[torch.Tensor, list[str]]:
+    """Images ``b 3 r r`` in [-1, 1] and captions of :func:`heldout_pair_scenes`."""
+    scenes = heldout_pair_scenes(num, pairs, seed)
+    pixels = np.stack([np.asarray(draw_scene(scene, resolution)) for scene in scenes])
+    return rearrange(torch.from_numpy(pixels).float() / 127.5 - 1.0, "b h w c -> b c h w"), [
+        caption_of(scene) for scene in scenes]

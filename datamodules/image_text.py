@@ -12,6 +12,7 @@ from PIL import Image
 from typing_extensions import override
 
 from datamodules.base import IMAGE_TAG, ShardDataModule
+from datamodules.embeddings import EmbeddingLookup
 from datamodules.filters import FieldFilter, first_rejection
 from datamodules.loader import StreamLoader
 from datamodules.sharding import expand_shards, resolve_rank_world
@@ -59,12 +60,16 @@ class ImageSampleDecoder:
     reasons = IMAGE_REASONS
 
     def __init__(
-        self, resolution: int, clip_resolution: int, min_image_size: int, filters: tuple[FieldFilter, ...]
+        self, resolution: int, clip_resolution: int, min_image_size: int, filters: tuple[FieldFilter, ...],
+        holdout_pairs: tuple[str, ...] = (),
+        embeddings: EmbeddingLookup | None = None,
     ) -> None:
         self.resolution = resolution
         self.clip_resolution = clip_resolution
         self.min_image_size = min_image_size
         self.filters = filters
+        self.holdout_pairs = tuple(f" {pair.strip()} " for pair in holdout_pairs)
+        self.embeddings = embeddings
 
     def decode(
         self, sample: dict[str, Any], rng: np.random.Generator, counter: SkipCounter
@@ -74,6 +79,9 @@ class ImageSampleDecoder:
             raise SkipSample("missing_field", f"no image among {IMAGE_EXTENSIONS}, has {sorted(sample)}")
         meta = sample_meta(sample)
         caption = sample_caption(sample, meta)
+        held_out = next((pair for pair in self.holdout_pairs if pair in f" {caption} "), None)
+        if held_out is not None:
+            raise SkipSample("filtered", f"held-out pair '{held_out.strip()}' (data.holdout_pairs)")
         rejection = first_rejection(self.filters, meta)
         if rejection is not None:
             raise SkipSample("filtered", rejection)
@@ -85,12 +93,15 @@ class ImageSampleDecoder:
         if min(image.size) < self.min_image_size:
             raise SkipSample("too_small", f"{image.size} < min_image_size {self.min_image_size}")
         rgb = image_to_rgb(image)
-        return {
+        item = {
             "image": square_image(rgb, self.resolution),
             "clip_image": square_image(rgb, self.clip_resolution),
             "caption": caption,
             "key": str(sample["__key__"]),
         }
+        if self.embeddings is not None:
+            item["image_emb"] = self.embeddings.image_emb(str(meta.get("key", sample["__key__"])))
+        return item
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -98,6 +109,7 @@ class ImageSampleDecoder:
             "clip_image": torch.stack([item["clip_image"] for item in items]),
             "caption": [item["caption"] for item in items],
             "key": [item["key"] for item in items],
+            **({"image_emb": torch.stack([item["image_emb"] for item in items])} if "image_emb" in items[0] else {}),
         }
 
 
@@ -115,7 +127,9 @@ class ImageTextDataModule(ShardDataModule):
 
     def decoder(self) -> ImageSampleDecoder:
         cfg = self.cfg
-        return ImageSampleDecoder(cfg.resolution, self.clip_resolution, cfg.min_image_size, self.filters)
+        lookup = EmbeddingLookup(cfg.embeddings) if cfg.embeddings is not None else None
+        return ImageSampleDecoder(cfg.resolution, self.clip_resolution, cfg.min_image_size, self.filters,
+                                  tuple(cfg.holdout_pairs), lookup)
 
     @override
     def demo_kinds(self) -> tuple[str, ...]:
@@ -129,6 +143,11 @@ class ImageTextDataModule(ShardDataModule):
     def train_dataloader(self) -> StreamLoader:
         stream = ShardStream(self.stream_spec(train=True), self.decoder(), start=self.position.start)
         return self.loader(stream, train=True)
+
+    def statistics_loader(self) -> StreamLoader:
+        """Training batches from the start of the stream, not counted as consumed (the prior's embedding
+        statistics are computed over them before training)."""
+        return self.loader(ShardStream(self.stream_spec(train=True), self.decoder()), train=False)
 
     @override
     def val_dataloader(self) -> StreamLoader | list:
@@ -161,6 +180,6 @@ def endless_image_stream(
         skip_prefix=skip_prefix,
     )
     decoder = ImageSampleDecoder(
-        cfg.resolution, datamodule.clip_resolution, cfg.min_image_size, datamodule.filters
+        cfg.resolution, datamodule.clip_resolution, cfg.min_image_size, datamodule.filters, tuple(cfg.holdout_pairs)
     )
     return ShardStream(spec, decoder, start=start)

@@ -89,7 +89,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[L.
         Throughput("video" if cfg.data.kind == "video" else "image"),
         Preemption(run_dir / PREEMPT_CKPT),
     ]
-    if cfg.component != "clip":  # CLIP training has nothing to sample
+    if cfg.component not in ("clip", "prior"):  # nothing to draw: CLIP training, or embeddings (prior)
         callbacks.append(SampleLogger(run_dir / "samples", cfg.sampling.every_n_steps, cfg.sampling.num_samples,
                                       steps=cfg.sampling.steps, guidance_scale=cfg.sampling.guidance_scale,
                                       seed=cfg.trainer.seed))

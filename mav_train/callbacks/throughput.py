@@ -24,7 +24,9 @@ class Throughput(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch: dict, batch_idx: int) -> None:
         now = time.perf_counter()
         last, self._last_end = self._last_end, now
-        if last is None or not torch.is_tensor(batch.get(self.batch_key)):
+        # Embedding batches (the prior on an embedding folder) carry no pixels: count their rows.
+        value = batch.get(self.batch_key, batch.get("image_emb"))
+        if last is None or not torch.is_tensor(value):
             return
-        samples = batch[self.batch_key].shape[0] * trainer.world_size
+        samples = value.shape[0] * trainer.world_size
         pl_module.log("perf/samples_per_s", samples / max(now - last, 1e-9), on_step=True)

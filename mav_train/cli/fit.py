@@ -92,7 +92,10 @@ def run(args: list[str], strategy=None, extra_callbacks: list | None = None) -> 
     if not resume and cfg.init.checkpoint:
         check_checkpoint(cfg.init.checkpoint, "init.checkpoint")
     L.seed_everything(cfg.trainer.seed, workers=True)
-    datamodule = build_datamodule(cfg.data, cache_dir=cfg.cache_dir)
+    try:
+        datamodule = build_datamodule(cfg.data, cache_dir=cfg.cache_dir, component=cfg.component)
+    except ValueError as err:  # an embedding folder whose files disagree, ...
+        raise ConfigError(str(err)) from err
     module = component_class(cfg.component)(cfg)
     if resume:
         log.info("resuming from %s", resume)

@@ -21,6 +21,8 @@ VERBS = {
     "submit": "mav_train.cli.submit",
     "consolidate": "mav_train.cli.consolidate",
     "evaluate": "mav_train.cli.evaluate",
+    "embed": "mav_train.cli.embed",
+    "generate": "mav_train.cli.generate",
 }
 
 OVERRIDES_HELP = """\

@@ -18,7 +18,10 @@ class Decoder(DiffusionComponent):
     @override
     def prepare_batch(self, batch: dict) -> tuple[Tensor, Conditions]:
         x0 = batch["image"]
-        image_emb = self.clip.encode_image(batch.get("clip_image", x0))
+        if "image_emb" in batch:  # precomputed (data.embeddings), joined to the shards by key
+            image_emb = batch["image_emb"].float()
+        else:
+            image_emb = self.clip.encode_image(batch.get("clip_image", x0))
         cond = Conditions(image_emb=image_emb)
         if self.cfg.unet.text_dim > 0:
             text = self.clip.encode_text(list(batch["caption"]))

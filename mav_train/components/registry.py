@@ -14,6 +14,7 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "decoder": ("mav_train.components.decoder", "Decoder"),
     "temporal_decoder": ("mav_train.components.temporal_decoder", "TemporalDecoder"),
     "clip": ("mav_train.components.clip", "ClipComponent"),
+    "prior": ("mav_train.components.prior", "Prior"),
 }
 
 

@@ -43,12 +43,35 @@ class UNetConfig:
 
 
 @dataclass
+class PriorConfig:
+    """The prior P (DALL-E 2's diffusion prior): a causal transformer over [projected per-token text states,
+    pooled text embedding, timestep embedding, noised image embedding, learned query]; the output at the query
+    is the prediction. ``embed_dim`` / ``text_dim`` / ``text_tokens`` must match the configured CLIP (checked at
+    start)."""
+
+    embed_dim: int = 32  # CLIP embedding width (image and pooled text)
+    text_dim: int = 64  # CLIP text transformer width (per-token states)
+    text_tokens: int = 32  # CLIP context length
+    dim: int = 128  # transformer width
+    depth: int = 2
+    heads: int = 4
+    ff_mult: int = 4
+    dropout: float = 0.0
+    # How image embeddings are made fit for Gaussian diffusion: l2 (unit norm x sqrt(d), DALLE2-pytorch) or
+    # standardize (per-dimension dataset mean/std, Karlo). The statistics are buffers of the checkpoint.
+    normalization: str = "l2"
+    stats_samples: int = 4096  # standardize: embeddings the mean/std are computed over at the start of fit
+    # Sampling: keep the best of this many candidates per prompt (cosine with the text embedding, DALL-E 2).
+    num_candidates: int = 2
+
+
+@dataclass
 class DiffusionConfig:
     timesteps: int = 1000
     schedule: str = "cosine"  # cosine | linear
     linear_start: float = 1e-4
     linear_end: float = 2e-2
-    parameterization: str = "eps"  # eps | v
+    parameterization: str = "eps"  # eps | v | x0 (the prior predicts x0)
     # Min-SNR-gamma loss weighting (0 = off, plain MSE on the target); 5 is the paper's value.
     min_snr_gamma: float = 0.0
     # Sampling defaults (overridable per call).
@@ -124,6 +147,12 @@ class DataConfig:
     # Joint image+video batches for temporal components: image-text shards mixed in (null = off).
     image_shards: str | None = None
     image_batch_size: int = 0
+    # Precomputed CLIP embeddings in the clip-retrieval layout (img_emb/, text_emb/, metadata/): the prior
+    # trains from them instead of image shards.
+    embeddings: str | None = None
+    # Toy world: colour x shape pairs ("red circle") whose captions are skipped (reason "filtered"), so that a
+    # prior can be judged on combinations it never read.
+    holdout_pairs: list[str] = field(default_factory=list)
     # Demo data: when shards is null and demo is true, the toy world is generated into the cache.
     demo: bool = False
     demo_samples: int = 256
@@ -255,6 +284,7 @@ class RunConfig:
     run_dir: str | None = None
     cache_dir: str | None = None
     unet: UNetConfig = field(default_factory=UNetConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
     data: DataConfig = field(default_factory=DataConfig)

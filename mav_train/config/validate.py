@@ -14,7 +14,7 @@ CHOICES = {
     "data.short_clip": ("adjust", "skip"),
     "data.cond_frame": ("first", "middle", "random"),
     "diffusion.schedule": ("cosine", "linear"),
-    "diffusion.parameterization": ("eps", "v"),
+    "diffusion.parameterization": ("eps", "v", "x0"),
     "diffusion.sampler": ("ddim", "ddpm"),
     "logger.kind": ("wandb", "csv", "none"),
     "logger.mode": ("auto", "online", "offline", "disabled"),
@@ -44,7 +44,7 @@ def validate(cfg: DictConfig, components: Iterable[str]) -> None:
     _check_choice(cfg, "component", components)
     for key, choices in CHOICES.items():
         _check_choice(cfg, key, choices)
-    if cfg.data.shards is None and not cfg.data.demo:
+    if cfg.data.shards is None and not cfg.data.demo and cfg.data.embeddings is None:
         demo = f"demo/{cfg.component}"
         raise ConfigError(
             f"data.shards is not set: pass data.shards='/path/to/shards/{{00000..00099}}.tar' "

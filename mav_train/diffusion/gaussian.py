@@ -17,7 +17,7 @@ from mav_train.diffusion.schedule import make_betas
 
 
 class GaussianDiffusion(nn.Module):
-    """Noise schedule, parameterisation (``eps`` or ``v``), MSE loss and DDPM/DDIM samplers.
+    """Noise schedule, parameterisation (``eps``, ``v`` or ``x0``), MSE loss and DDPM/DDIM samplers.
 
     The schedule lives in non-persistent float32 buffers (computed in float64), so ``.to(device)`` moves it
     and checkpoints do not contain it. Dtype casts of the module (``.half()``, Lightning's ``bf16-true``) do
@@ -95,7 +95,7 @@ class GaussianDiffusion(nn.Module):
         return (a * x0 + s * noise).to(x0.dtype)
 
     def target(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-        """Regression target of the network (``noise`` for eps, ``v`` for v), shape of ``x0``."""
+        """Regression target of the network (``noise`` for eps, ``v`` for v, ``x0`` for x0), shape of ``x0``."""
         a, s = self._a_s(t, x0)
         return param.target(self.cfg.parameterization, x0, noise, a, s).to(x0.dtype)
 
@@ -123,12 +123,13 @@ class GaussianDiffusion(nn.Module):
 
     def loss_weight(self, t: Tensor) -> Tensor:
         """Min-SNR-gamma weighting (Hang et al. 2023), ``(b,)``: the x0-error weight ``min(SNR, gamma)``
-        expressed for this parameterization's target (÷ SNR for eps, ÷ (SNR + 1) for v). It stops the many
+        expressed for this parameterization's target (÷ SNR for eps, ÷ (SNR + 1) for v, as is for x0). It stops the many
         nearly-clean timesteps from dominating training."""
         alphas = self.alphas_cumprod64[t.long().cpu()]
         snr = (alphas / (1.0 - alphas)).clamp(min=1e-12)
         clipped = snr.clamp(max=self.cfg.min_snr_gamma)
-        weight = clipped / snr if self.cfg.parameterization == "eps" else clipped / (snr + 1.0)
+        kind = self.cfg.parameterization
+        weight = clipped / snr if kind == "eps" else clipped / (snr + 1.0) if kind == "v" else clipped
         return weight.float().to(t.device)
 
     def guided(self, cond_fn: ModelFn, uncond_fn: ModelFn, scale: float | None = None) -> ModelFn:

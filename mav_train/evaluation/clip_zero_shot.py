@@ -14,7 +14,13 @@ from mav_train.nn.encoders import FrozenCLIP
 def toy_zero_shot(clip: FrozenCLIP, images: torch.Tensor, captions: list[str]) -> dict[str, float]:
     """Per attribute, the fraction of images whose own caption is more similar to the image than each of the
     captions that differ from it in that attribute alone. ``images``: ``b 3 h w`` in [-1, 1]."""
-    image_emb = clip.encode_image(images, normalize=True)
+    return embedding_zero_shot(clip, clip.encode_image(images, normalize=True), captions)
+
+
+@torch.no_grad()
+def embedding_zero_shot(clip: FrozenCLIP, image_emb: torch.Tensor, captions: list[str]) -> dict[str, float]:
+    """:func:`toy_zero_shot` for given image embeddings ``(b, d)`` (e.g. the prior's predictions)."""
+    image_emb = torch.nn.functional.normalize(image_emb.float(), dim=-1)
     hits: dict[str, list[bool]] = {}
     for i, caption in enumerate(captions):
         label = parse_caption(caption)

@@ -74,8 +74,8 @@ def test_q_sample_rejects_mismatched_t():
         )
 
 
-@pytest.mark.parametrize("kind", ["eps", "v"])
-@pytest.mark.parametrize("shape", [(4, 3, 8, 8), (2, 3, 5, 4, 4)])
+@pytest.mark.parametrize("kind", ["eps", "v", "x0"])
+@pytest.mark.parametrize("shape", [(4, 3, 8, 8), (2, 3, 5, 4, 4), (6, 16)])
 def test_conversions_are_exact_inverses(kind, shape):
     d = _diffusion(parameterization=kind)
     g = torch.Generator().manual_seed(1)
@@ -89,6 +89,8 @@ def test_conversions_are_exact_inverses(kind, shape):
     assert torch.allclose(d.predict_eps(x_t, t, out), noise, atol=1e-9)
     if kind == "eps":
         assert torch.equal(out, noise)
+    elif kind == "x0":  # the prior's default: the network predicts the clean vector itself
+        assert torch.equal(out, x0)
     else:
         # Float64 inputs use the float64 schedule.
         a = d.alphas_cumprod64[t].sqrt().view(-1, *[1] * (len(shape) - 1))
@@ -108,15 +110,15 @@ def test_eps_and_v_targets_differ_and_x0_agrees():
 
 
 def test_unknown_parameterization_and_sampler():
-    with pytest.raises(ValueError, match="eps, v"):
-        _diffusion(parameterization="x0")
+    with pytest.raises(ValueError, match="eps, v, x0"):
+        _diffusion(parameterization="x_start")
     with pytest.raises(ValueError, match="ddim, ddpm"):
         _diffusion(sampler="euler")
     with pytest.raises(ValueError, match="sample_steps 2000"):
         _diffusion(sample_steps=2000)
 
 
-@pytest.mark.parametrize("kind", ["eps", "v"])
+@pytest.mark.parametrize("kind", ["eps", "v", "x0"])
 def test_loss(kind):
     d = _diffusion(parameterization=kind)
     x0, noise = torch.randn(3, 3, 2, 4, 4), torch.randn(3, 3, 2, 4, 4)
@@ -140,13 +142,13 @@ def test_min_snr_weighting_caps_the_x0_weight():
     from mav_train.config.schema import DiffusionConfig
     from mav_train.diffusion import GaussianDiffusion as _Diffusion
 
-    for parameterization in ("eps", "v"):
+    for parameterization in ("eps", "v", "x0"):
         diffusion = _Diffusion(DiffusionConfig(parameterization=parameterization, min_snr_gamma=5.0))
         t = _torch.tensor([0, 100, 500, 999])
         alphas = diffusion.alphas_cumprod64[t]
         snr = alphas / (1 - alphas)
         # Converted back to a weight on the x0 error, every timestep gets min(SNR, 5).
-        to_x0 = snr if parameterization == "eps" else snr + 1
+        to_x0 = {"eps": snr, "v": snr + 1, "x0": _torch.ones_like(snr)}[parameterization]
         x0_weight = diffusion.loss_weight(t).double() * to_x0
         assert _torch.allclose(x0_weight, snr.clamp(max=5.0), rtol=1e-5), (parameterization, x0_weight)
     plain = _Diffusion(DiffusionConfig())
