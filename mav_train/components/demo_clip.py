@@ -18,8 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from datamodules.demo import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -30,12 +28,13 @@ _DROP_ENV = ("SLURM_", "RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTE
 
 
 def demo_clip_path(cache_dir: str | Path | None = None, overrides: tuple[str, ...] = ()) -> Path:
-    """Where the toy CLIP of the current ``recipes/demo/clip.yaml`` (with ``overrides``) lives: the file name
-    hashes the resolved recipe, so a changed recipe trains a new CLIP instead of reusing a stale one."""
-    from mav_train.config.load import load_config
+    """Where the toy CLIP of the current ``recipes/demo/clip.yaml`` (with ``overrides``) lives. The file name
+    hashes the recipe's text and the overrides, so an edited recipe trains a new CLIP instead of reusing a stale
+    one, while new schema fields elsewhere (other components' settings) do not invalidate it."""
+    from mav_train.config.load import recipe_path
 
-    recipe = OmegaConf.to_container(load_config(RECIPE, list(overrides)), resolve=True)
-    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    text = recipe_path(RECIPE).read_text()
+    digest = hashlib.sha256(json.dumps([text, list(overrides)]).encode()).hexdigest()[:12]
     return _root(cache_dir) / f"toy_clip-{digest}.pt"
 
 

@@ -158,7 +158,7 @@ def test_demo_data_when_no_shards(tmp_path: Path) -> None:
     dm = ImageTextDataModule(data_config(None, demo=True, demo_samples=6), cache_dir=tmp_path)
     dm.prepare_data()
     dm.setup("fit")
-    assert (tmp_path / "demo" / "images" / "00000.tar").is_file()
+    assert (tmp_path / "demo" / "images-6" / "00000.tar").is_file()
     assert next(iter(dm.train_dataloader()))["image"].shape == (2, 3, 16, 16)
 
 

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from datamodules.demo import ensure_demo_data
 from tests.distributed.helpers import ROOT, TINY, run
 
 SCRIPT = str(ROOT / "tests" / "distributed" / "fit_script.py")
@@ -15,7 +16,9 @@ SCRIPT = str(ROOT / "tests" / "distributed" / "fit_script.py")
 @pytest.mark.slow
 def test_two_rank_ddp_fit_reads_disjoint_samples_from_three_shards(tmp_path, demo_cache):
     run_dir = tmp_path / "run"
-    shards = demo_cache / "demo" / "videos" / "{00000..00002}.tar"
+    videos = ensure_demo_data(demo_cache / "demo", num_samples=256, kinds=("videos",)).videos  # 4 shards of 64
+    shards = videos.replace("{00000..00003}", "{00000..00002}")
+    assert shards != videos
     steps = 4
     run([sys.executable, SCRIPT, "--record-keys", "recipe=demo/temporal_decoder", *TINY, "data.num_workers=2",
          f"data.shards={shards}", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
