@@ -53,14 +53,20 @@ class ImageSampleDecoder:
     """Raw sample -> ``image`` (3, R, R), ``clip_image`` (3, C, C) as uint8, ``caption``, ``key``.
 
     Grayscale, CMYK, palette and RGBA images are converted to RGB (alpha onto white) and kept; images whose
-    short side is below ``min_image_size`` are skipped (``too_small``).
+    short side is below ``min_image_size`` are skipped (``too_small``). Images whose short side is below
+    ``resolution`` (the training target, e.g. a super-resolution net's output size) are upscaled and counted
+    (``upscaled``) or, with ``small_images="skip"``, skipped (``below_resolution``).
     """
 
     reasons = IMAGE_REASONS
 
     def __init__(
-        self, resolution: int, clip_resolution: int, min_image_size: int, filters: tuple[FieldFilter, ...]
+        self, resolution: int, clip_resolution: int, min_image_size: int, filters: tuple[FieldFilter, ...],
+        small_images: str = "upscale",
     ) -> None:
+        if small_images not in ("upscale", "skip"):
+            raise ValueError(f"small_images must be 'upscale' or 'skip', got {small_images!r}")
+        self.small_images = small_images
         self.resolution = resolution
         self.clip_resolution = clip_resolution
         self.min_image_size = min_image_size
@@ -84,6 +90,11 @@ class ImageSampleDecoder:
             raise SkipSample("decode_error", repr(error)[:200]) from error
         if min(image.size) < self.min_image_size:
             raise SkipSample("too_small", f"{image.size} < min_image_size {self.min_image_size}")
+        if min(image.size) < self.resolution:
+            detail = f"{image.size} < data.resolution {self.resolution}"
+            if self.small_images == "skip":
+                raise SkipSample("below_resolution", detail)
+            counter.count("upscaled", str(sample["__key__"]), detail, warn=False)
         rgb = image_to_rgb(image)
         return {
             "image": square_image(rgb, self.resolution),
@@ -115,7 +126,8 @@ class ImageTextDataModule(ShardDataModule):
 
     def decoder(self) -> ImageSampleDecoder:
         cfg = self.cfg
-        return ImageSampleDecoder(cfg.resolution, self.clip_resolution, cfg.min_image_size, self.filters)
+        return ImageSampleDecoder(cfg.resolution, self.clip_resolution, cfg.min_image_size, self.filters,
+                                  cfg.small_images)
 
     @override
     def demo_kinds(self) -> tuple[str, ...]:
@@ -161,6 +173,6 @@ def endless_image_stream(
         skip_prefix=skip_prefix,
     )
     decoder = ImageSampleDecoder(
-        cfg.resolution, datamodule.clip_resolution, cfg.min_image_size, datamodule.filters
+        cfg.resolution, datamodule.clip_resolution, cfg.min_image_size, datamodule.filters, cfg.small_images
     )
     return ShardStream(spec, decoder, start=start)

@@ -14,6 +14,9 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "decoder": ("mav_train.components.decoder", "Decoder"),
     "temporal_decoder": ("mav_train.components.temporal_decoder", "TemporalDecoder"),
     "clip": ("mav_train.components.clip", "ClipComponent"),
+    "sr_low": ("mav_train.components.sr_low", "SrLow"),
+    "sr_high": ("mav_train.components.sr_high", "SrHigh"),
+    "temporal_sr_low": ("mav_train.components.temporal_sr_low", "TemporalSrLow"),
 }
 
 
