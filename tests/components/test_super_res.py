@@ -34,10 +34,15 @@ def build(name: str, extra: list[str] | None = None):
 
 
 def randomise_output(module) -> None:
-    """A fresh UNet's output conv is zero; give it weights so that the output depends on every input."""
+    """A fresh UNet's output conv and residual branches start at zero (the timestep and level embeddings then
+    change nothing), and so do the weights of the extra (low-res) input channels: give every all-zero weight small random values, in the live and the EMA network."""
     torch.manual_seed(3)
-    for net in (module.network, module.ema_network):
-        torch.nn.init.normal_(net.out_conv.weight, std=0.1)
+    with torch.no_grad():
+        for p in module.network.parameters():
+            if p.ndim > 1 and not p.any():
+                p.normal_(std=0.05)
+        module.network.input_conv.weight[:, 3:].normal_(std=0.05)  # the low-res channels' zero-initialised weights
+    module.reset_ema()
 
 
 def video_batch(b: int = 2, t: int = 4, r: int = 16) -> dict:
