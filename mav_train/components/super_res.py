@@ -13,6 +13,7 @@ from typing_extensions import override
 from mav_train.components.base import Conditions, DiffusionComponent
 from mav_train.components.low_res import downsample, random_blur, upsample
 from mav_train.diffusion.samplers import NoiseFn
+from mav_train.nn.unet import UNet
 
 
 class SuperResolution(DiffusionComponent):
@@ -28,6 +29,20 @@ class SuperResolution(DiffusionComponent):
     """
 
     pixel_key = "image"
+
+    @override
+    def build_network(self) -> UNet:
+        """The UNet with its low-res input weights drawn like the noisy input's: the UNet zero-initialises extra
+        input channels so that adding them to a trained net changes nothing (↑F), but an SR net trained from
+        scratch would first have to grow them from zero (slower start, measured on demo/sr_low). A net
+        initialised from a checkpoint (SR_l -> SR_l^t) loads them."""
+        network = UNet(self.cfg.unet)
+        weight = network.input_conv.weight
+        with torch.no_grad():
+            fan_in = weight[:, : self.cfg.unet.in_channels].numel() // weight.shape[0]
+            bound = 1.0 / math.sqrt(2 * fan_in)  # the default conv init's bound, for twice the input channels
+            weight.uniform_(-bound, bound)
+        return network
 
     @override
     def configure_trainable(self) -> None:
