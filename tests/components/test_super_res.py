@@ -35,7 +35,8 @@ def build(name: str, extra: list[str] | None = None):
 
 def randomise_output(module) -> None:
     """A fresh UNet's output conv and residual branches start at zero (the timestep and level embeddings then
-    change nothing), and so do the weights of the extra (low-res) input channels: give every all-zero weight small random values, in the live and the EMA network."""
+    change nothing), and so do the weights of the extra (low-res) input channels: give them small random values,
+    in the live and the EMA network."""
     torch.manual_seed(3)
     with torch.no_grad():
         for p in module.network.parameters():
