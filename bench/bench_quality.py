@@ -14,6 +14,13 @@
   on those pairs and on ordinary held-out scenes. ``--write-prompts FILE`` writes those prompts for `generate`.
 - temporal_decoder: videos conditioned on the first frame of held-out clips at fps 4, 8, 16 and 30; per-frame
   background and colour, identity consistency, and the mean per-frame displacement at each fps.
+- sr_low / sr_high: held-out images at the SR net's output size, downsampled (antialiased) to its input size and
+  super-resolved at several sampling noise levels; beside bicubic upsampling of the same inputs: PSNR against
+  the true high-res image, low-res consistency (the output downsampled back vs the input), edge sharpness (see
+  ``mav_train.evaluation.super_res``) and the judge's scores.
+- temporal_sr_low: held-out clips (30 fps) downsampled and super-resolved by SR_l^t, beside its SR_l (the
+  ``init.checkpoint`` of the run, or ``--sr-low``) applied per frame with independent noise and with shared
+  noise, and bicubic; the judge's background flicker of each.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import torch
 from datamodules.heldout import heldout_clips, heldout_images, heldout_pair_images
 from mav_train.components.registry import load_component
 from mav_train.evaluation.clip_zero_shot import toy_zero_shot
+from mav_train.evaluation.super_res import sr_measures
 from mav_train.evaluation.toy_judge import score_images, score_videos
 
 FPS_LEVELS = (4, 8, 16, 30)
@@ -113,6 +121,65 @@ def judge_temporal_decoder(module, num: int, seed: int = 0, batch: int = 16) -> 
     return out
 
 
+SR_NOISE_LEVELS = (0.0, 0.05, 0.1, 0.2)
+SR_KEYS = ("shape", "color", "background", "readable")
+
+
+def _judged(out: torch.Tensor, truth: torch.Tensor, low: torch.Tensor, captions: list[str], video: bool) -> dict:
+    scores = (score_videos if video else score_images)(out, captions).as_dict()
+    keep = (*SR_KEYS, "flicker") if video else SR_KEYS
+    return {**sr_measures(out, truth, low), **{k: scores[k] for k in keep}}
+
+
+@torch.no_grad()
+def judge_super_res(module, num: int, seed: int = 0, batch: int = 16,
+                    levels: tuple[float, ...] = SR_NOISE_LEVELS) -> dict:
+    """SR_l or SR_h on held-out images at its output size, per sampling noise level, beside bicubic."""
+    from mav_train.components.low_res import downsample, upsample
+
+    size, low_size = module.cfg.data.resolution, module.cfg.model.low_res
+    truth, captions = heldout_images(num, seed=1, resolution=size)
+    low = downsample(truth, low_size)
+    out: dict = {"bicubic": _judged(upsample(low, size), truth, low, captions, video=False)}
+    for level in levels:
+        generator = torch.Generator().manual_seed(seed)
+        samples = torch.cat([module.upsample(low[i:i + batch], noise_level=level, generator=generator)
+                             for i in range(0, num, batch)])
+        out[f"level{level:g}"] = _judged(samples, truth, low, captions, video=False)
+    return out
+
+
+@torch.no_grad()
+def judge_temporal_sr_low(module, sr_low, num: int, seed: int = 0, fps: float = 30.0) -> dict:
+    """SR_l^t on held-out clips, beside SR_l per frame (independent and shared noise) and bicubic."""
+    from einops import rearrange
+
+    from mav_train.components.low_res import downsample, upsample
+    from mav_train.pipeline import sr_high_on_video
+
+    cfg = module.cfg
+    truth, captions = heldout_clips(num, seed=1, resolution=cfg.data.resolution, frames=cfg.data.num_frames,
+                                    fps=fps)
+    low = downsample(truth, cfg.model.low_res)
+    t = truth.shape[2]
+    out: dict = {"protocol": f"{num} held-out clips, {t} frames at {fps:g} fps, "
+                             f"{cfg.model.low_res} -> {cfg.data.resolution} px"}
+    out["bicubic"] = _judged(upsample(low, cfg.data.resolution), truth, low, captions, video=True)
+    generator = torch.Generator().manual_seed(seed)
+    video = torch.cat([module.upsample(low[i:i + 1], fps=fps, generator=generator) for i in range(num)])
+    out["temporal_sr_low"] = _judged(video, truth, low, captions, video=True)
+    generator = torch.Generator().manual_seed(seed)
+    frames = rearrange(low, "b c t h w -> (b t) c h w")
+    independent = torch.cat([sr_low.upsample(frames[i:i + t], generator=generator)
+                             for i in range(0, frames.shape[0], t)])
+    independent = rearrange(independent, "(b t) c h w -> b c t h w", t=t)
+    out["sr_low_independent_noise"] = _judged(independent, truth, low, captions, video=True)
+    # Shared noise per clip, as SR_h runs on video (the same function works for any image SR net).
+    shared = sr_high_on_video(sr_low, low, generator=torch.Generator().manual_seed(seed))
+    out["sr_low_shared_noise"] = _judged(shared, truth, low, captions, video=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default="runs/demo", help="where the demo run directories are")
@@ -121,12 +188,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temporal-decoder", type=Path)
     parser.add_argument("--prior", type=Path, help="a demo prior checkpoint (judged through --decoder)")
     parser.add_argument("--write-prompts", type=Path, help="write the prior's held-out-pair prompts, one a line")
+    parser.add_argument("--sr-low", type=Path)
+    parser.add_argument("--sr-high", type=Path)
+    parser.add_argument("--temporal-sr-low", type=Path)
+    parser.add_argument("--sr-levels", type=float, nargs="+", default=list(SR_NOISE_LEVELS),
+                        help="sampling noise levels of the low-res input to measure (sr_low / sr_high)")
     parser.add_argument("--num", type=int, default=64, help="held-out items per measurement")
     parser.add_argument("--out", type=Path, help="write the numbers as JSON")
     args = parser.parse_args(argv)
     runs = Path(args.runs)
     decoder_path = args.decoder or _existing(runs / "decoder" / "last.ckpt")
     temporal_path = args.temporal_decoder or _existing(runs / "temporal_decoder" / "last.ckpt")
+    sr_low_path = args.sr_low or _existing(runs / "sr_low" / "last.ckpt")
+    sr_high_path = args.sr_high or _existing(runs / "sr_high" / "last.ckpt")
+    temporal_sr_path = args.temporal_sr_low or _existing(runs / "temporal_sr_low" / "last.ckpt")
     torch.manual_seed(0)
     report: dict = {"protocol": f"{args.num} held-out toy items (seed 1), recipe sampling settings, toy judge"}
     decoder = load_component(decoder_path) if decoder_path else None
@@ -160,6 +235,19 @@ def main(argv: list[str] | None = None) -> int:
         report["temporal_decoder"] = judge_temporal_decoder(load_component(temporal_path), args.num)
         for fps, scores in report["temporal_decoder"].items():
             print(f"temporal_decoder {fps}:", _fmt(scores))
+    for name, path in (("sr_low", sr_low_path), ("sr_high", sr_high_path)):
+        if path:
+            report[name] = judge_super_res(load_component(path), args.num, levels=tuple(args.sr_levels))
+            for level, scores in report[name].items():
+                print(f"{name} {level}:", _fmt(scores))
+    if temporal_sr_path:
+        module = load_component(temporal_sr_path)
+        base = sr_low_path or _existing(Path(module.cfg.init.checkpoint or ""))
+        if base is None:
+            raise SystemExit("temporal_sr_low needs its SR_l: pass --sr-low (its init.checkpoint is not there)")
+        report["temporal_sr_low"] = judge_temporal_sr_low(module, load_component(base), args.num)
+        for name, scores in report["temporal_sr_low"].items():
+            print(f"temporal_sr_low {name}:", scores if isinstance(scores, str) else _fmt(scores))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
     return 0

@@ -54,7 +54,9 @@ class ImageSampleDecoder:
     """Raw sample -> ``image`` (3, R, R), ``clip_image`` (3, C, C) as uint8, ``caption``, ``key``.
 
     Grayscale, CMYK, palette and RGBA images are converted to RGB (alpha onto white) and kept; images whose
-    short side is below ``min_image_size`` are skipped (``too_small``).
+    short side is below ``min_image_size`` are skipped (``too_small``). Images whose short side is below
+    ``resolution`` (the training target, e.g. a super-resolution net's output size) are upscaled and counted
+    (``upscaled``) or, with ``small_images="skip"``, skipped (``below_resolution``).
     """
 
     reasons = IMAGE_REASONS
@@ -63,7 +65,11 @@ class ImageSampleDecoder:
         self, resolution: int, clip_resolution: int, min_image_size: int, filters: tuple[FieldFilter, ...],
         holdout_pairs: tuple[str, ...] = (),
         embeddings: EmbeddingLookup | None = None,
+        small_images: str = "upscale",
     ) -> None:
+        if small_images not in ("upscale", "skip"):
+            raise ValueError(f"small_images must be 'upscale' or 'skip', got {small_images!r}")
+        self.small_images = small_images
         self.resolution = resolution
         self.clip_resolution = clip_resolution
         self.min_image_size = min_image_size
@@ -92,6 +98,11 @@ class ImageSampleDecoder:
             raise SkipSample("decode_error", repr(error)[:200]) from error
         if min(image.size) < self.min_image_size:
             raise SkipSample("too_small", f"{image.size} < min_image_size {self.min_image_size}")
+        if min(image.size) < self.resolution:
+            detail = f"{image.size} < data.resolution {self.resolution}"
+            if self.small_images == "skip":
+                raise SkipSample("below_resolution", detail)
+            counter.count("upscaled", str(sample["__key__"]), detail, warn=False)
         rgb = image_to_rgb(image)
         item = {
             "image": square_image(rgb, self.resolution),
@@ -129,7 +140,7 @@ class ImageTextDataModule(ShardDataModule):
         cfg = self.cfg
         lookup = EmbeddingLookup(cfg.embeddings) if cfg.embeddings is not None else None
         return ImageSampleDecoder(cfg.resolution, self.clip_resolution, cfg.min_image_size, self.filters,
-                                  tuple(cfg.holdout_pairs), lookup)
+                                  tuple(cfg.holdout_pairs), lookup, cfg.small_images)
 
     @override
     def demo_kinds(self) -> tuple[str, ...]:
@@ -180,6 +191,7 @@ def endless_image_stream(
         skip_prefix=skip_prefix,
     )
     decoder = ImageSampleDecoder(
-        cfg.resolution, datamodule.clip_resolution, cfg.min_image_size, datamodule.filters, tuple(cfg.holdout_pairs)
+        cfg.resolution, datamodule.clip_resolution, cfg.min_image_size, datamodule.filters, tuple(cfg.holdout_pairs),
+        small_images=cfg.small_images,
     )
     return ShardStream(spec, decoder, start=start)

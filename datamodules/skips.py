@@ -2,7 +2,8 @@
 
 Every batch carries ``batch["skips"]``: reason -> int, that worker's *cumulative* count, and
 ``batch["worker_id"]``. :class:`SkipTally` turns those into per-rank totals. Besides real skips, a few reasons
-count events that keep the sample (``fps_adjusted``: a video clip was sampled at a higher fps to fit).
+count events that keep the sample (``fps_adjusted``: a video clip was sampled at a higher fps to fit;
+``upscaled``: an image smaller than the training resolution was upscaled).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-IMAGE_REASONS = ("decode_error", "too_small", "empty_caption", "missing_field", "filtered", "corrupt_shard")
+IMAGE_REASONS = ("decode_error", "too_small", "empty_caption", "missing_field", "filtered", "corrupt_shard",
+                 "below_resolution", "upscaled")
 VIDEO_REASONS = (
     "decode_error",
     "too_small",

@@ -21,12 +21,13 @@ from typing_extensions import override
 from datamodules.skips import SkipTally
 from mav_train.config.load import config_from_container
 from mav_train.diffusion import GaussianDiffusion
+from mav_train.diffusion.samplers import NoiseFn
 from mav_train.components.clip_source import CLIP_FINGERPRINT_KEY, build_frozen_clip
 from mav_train.nn.encoders import FrozenCLIP
 from mav_train.nn.unet import UNet
 
 # Counters that datamodules report beside the skips, for samples that were kept.
-KEPT_REASONS = ("fps_adjusted",)
+KEPT_REASONS = ("fps_adjusted", "upscaled")
 
 
 @dataclass
@@ -248,8 +249,11 @@ class DiffusionComponent(TrainableComponent):
     @torch.no_grad()
     def sample(self, cond: Conditions, shape: tuple[int, ...], *, guidance_scale: float | None = None,
                steps: int | None = None, generator: torch.Generator | None = None,
-               noise: Tensor | None = None) -> Tensor:
-        """Sample ``x0`` of ``shape`` (``b c h w`` or ``b c t h w``) with classifier-free guidance, EMA weights."""
+               noise: Tensor | None = None, noise_fn: NoiseFn | None = None) -> Tensor:
+        """Sample ``x0`` of ``shape`` (``b c h w`` or ``b c t h w``) with classifier-free guidance, EMA weights.
+
+        ``noise`` is x_T (drawn from ``generator`` when None); ``noise_fn(x_t)`` draws the fresh noise of
+        stochastic steps (DDPM, DDIM eta > 0) instead of ``generator``."""
         net = self.sampling_network()
         scale = self.cfg.diffusion.guidance_scale if guidance_scale is None else guidance_scale
         if noise is None:
@@ -266,7 +270,7 @@ class DiffusionComponent(TrainableComponent):
             return net(x_t, t, **tiled, drop_image=drop, drop_text=drop | drop_text.repeat(reps))
 
         model_fn = self.diffusion.guided_batched(fn, scale)
-        return self.diffusion.sample(model_fn, noise, steps=steps, generator=generator)
+        return self.diffusion.sample(model_fn, noise, steps=steps, generator=generator, noise_fn=noise_fn)
 
     def sample_from_batch(self, batch: dict, num: int, generator: torch.Generator | None = None,
                           steps: int | None = None, guidance_scale: float | None = None) -> Tensor:

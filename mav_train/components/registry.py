@@ -15,6 +15,9 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "temporal_decoder": ("mav_train.components.temporal_decoder", "TemporalDecoder"),
     "clip": ("mav_train.components.clip", "ClipComponent"),
     "prior": ("mav_train.components.prior", "Prior"),
+    "sr_low": ("mav_train.components.sr_low", "SrLow"),
+    "sr_high": ("mav_train.components.sr_high", "SrHigh"),
+    "temporal_sr_low": ("mav_train.components.temporal_sr_low", "TemporalSrLow"),
 }
 
 

@@ -9,6 +9,20 @@ from typing_extensions import override
 from mav_train.components.base import Conditions, DiffusionComponent
 
 
+def configure_video_trainable(module: DiffusionComponent) -> None:
+    """Video components inflated from an image one (D^t, SR_l^t): with ``model.freeze_spatial`` only the temporal
+    and fps parameters train; otherwise everything but the text branch (video has no text)."""
+    if not module.cfg.unet.temporal:
+        raise ValueError(f"{module.cfg.component} needs unet.temporal=true")
+    for name, param in module.network.named_parameters():
+        if module.cfg.model.freeze_spatial:
+            param.requires_grad_(module.network.is_temporal_parameter(name))
+        elif module.network.is_text_parameter(name):
+            # Video has no text: the text branch inherited from the image model gets no gradient, and keeping it
+            # trainable would force DDP to search for unused parameters every step.
+            param.requires_grad_(False)
+
+
 class TemporalDecoder(DiffusionComponent):
     """D^t: the decoder's UNet with pseudo-3D convolution and attention layers and fps conditioning.
 
@@ -21,15 +35,7 @@ class TemporalDecoder(DiffusionComponent):
 
     @override
     def configure_trainable(self) -> None:
-        if not self.cfg.unet.temporal:
-            raise ValueError("temporal_decoder needs unet.temporal=true")
-        for name, param in self.network.named_parameters():
-            if self.cfg.model.freeze_spatial:
-                param.requires_grad_(self.network.is_temporal_parameter(name))
-            elif self.network.is_text_parameter(name):
-                # Video has no text: the text branch inherited from the decoder gets no gradient, and keeping it
-                # trainable would force DDP to search for unused parameters every step.
-                param.requires_grad_(False)
+        configure_video_trainable(self)
 
     @override
     def prepare_batch(self, batch: dict) -> tuple[Tensor, Conditions]:

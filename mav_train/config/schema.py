@@ -39,6 +39,9 @@ class UNetConfig:
     temporal_kernel: int = 3
     max_frames: int = 128
     fps_cond: bool = False
+    # Super-resolution: embed the noise-augmentation level of the low-res input (a timestep in [0, T)) and add it
+    # to the timestep embedding (Imagen's noise-conditioning augmentation).
+    aug_level_cond: bool = False
     gradient_checkpointing: bool = False
 
 
@@ -138,6 +141,9 @@ class DataConfig:
     # Image filters on the json fields, e.g. ["pwatermark<0.5", "punsafe<0.5"].
     filters: list[str] = field(default_factory=list)
     min_image_size: int = 16
+    # Images whose short side is below data.resolution: "upscale" (bicubic, counted as data/upscaled) or "skip"
+    # (counted as data/skipped_below_resolution).
+    small_images: str = "upscale"
     seed: int = 0
     # Video only.
     num_frames: int = 16
@@ -185,9 +191,20 @@ class ComponentConfig:
     p_drop_text: float = 0.5
     # Video components: train only the new temporal layers (the paper) or everything.
     freeze_spatial: bool = True
-    # Super-resolution: low-resolution input size and noise augmentation of it.
+    # Super-resolution (sr_low, sr_high, temporal_sr_low): the low-resolution input is the training image
+    # downsampled (antialiased) to ``low_res`` px, resized back up to ``data.resolution`` and concatenated to the
+    # noisy input (unet.extra_in_channels: 3).
     low_res: int = 64
-    low_res_noise_max: float = 0.2
+    # Noise-conditioning augmentation, as a fraction of the diffusion timesteps: training noises the low-res input
+    # at a level drawn per sample uniformly from [0, low_res_noise_max]; sampling uses low_res_noise_level.
+    low_res_noise_max: float = 0.5
+    low_res_noise_level: float = 0.1
+    # Gaussian blur of the low-res input before upsampling (DALL-E 2's upsamplers: p 0.5, sigma 0.6, kernel 3).
+    low_res_blur_prob: float = 0.0
+    low_res_blur_sigma: list[float] = field(default_factory=lambda: [0.4, 0.6])
+    # sr_high: train on random crops of this size of the high-res image (null = the whole image); samples are
+    # always full size.
+    crop_size: int | None = None
     # Interpolation: frame skip and masking policy.
     frame_skip: int = 5
     # clip: captions per toy-world image that differ in one attribute, as extra negatives (0 = plain CLIP loss).

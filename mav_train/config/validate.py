@@ -13,6 +13,7 @@ CHOICES = {
     "data.kind": ("image_text", "video"),
     "data.short_clip": ("adjust", "skip"),
     "data.cond_frame": ("first", "middle", "random"),
+    "data.small_images": ("upscale", "skip"),
     "diffusion.schedule": ("cosine", "linear"),
     "diffusion.parameterization": ("eps", "v", "x0"),
     "diffusion.sampler": ("ddim", "ddpm"),

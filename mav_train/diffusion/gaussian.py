@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from mav_train.config.schema import DiffusionConfig
 from mav_train.diffusion import parameterization as param
 from mav_train.diffusion.guidance import DropModelFn, ModelFn, batched_guided_model_fn, guided_model_fn
-from mav_train.diffusion.samplers import Callback, check_sampler, sample_loop
+from mav_train.diffusion.samplers import Callback, NoiseFn, check_sampler, sample_loop
 from mav_train.diffusion.schedule import make_betas
 
 
@@ -152,6 +152,7 @@ class GaussianDiffusion(nn.Module):
         clip_denoised: bool | None = None,
         generator: torch.Generator | None = None,
         callback: Callback | None = None,
+        noise_fn: NoiseFn | None = None,
     ) -> Tensor:
         """Denoise ``noise`` (x_T, ``b ...``) to x0 of the same shape; ``model_fn(x_t, t (b,)) -> model_out``.
 
@@ -159,7 +160,8 @@ class GaussianDiffusion(nn.Module):
         ``clip_denoised`` (clamp the predicted x0 to [-1, 1]; the implied noise is then recomputed from it).
         Fresh noise of DDPM and DDIM(eta>0) steps comes from ``generator`` when given (any device).
         ``model_fn`` gets the original timestep (in ``[0, T)``) even when respaced; ``callback(step_index,
-        timestep, x_prev, x0_pred)`` runs after every step. Runs without gradients.
+        timestep, x_prev, x0_pred)`` runs after every step; ``noise_fn(x_t)`` (optional) draws the fresh noise of
+        stochastic steps instead of ``generator``. Runs without gradients.
         """
         sampler = self.cfg.sampler if sampler is None else sampler
         steps = self.cfg.sample_steps if steps is None else steps
@@ -174,6 +176,7 @@ class GaussianDiffusion(nn.Module):
             eta,
             generator,
             callback,
+            noise_fn,
         )
 
     def _predictor(self, model_fn: ModelFn, clip: bool) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:

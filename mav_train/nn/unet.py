@@ -84,6 +84,8 @@ class UNet(nn.Module):
         self.downsample_factor = 2 ** (len(cfg.channel_mults) - 1)
         self.time_embed = TimestepEmbedding(base, self.time_dim)
         self.fps_embed = FpsEmbedding(base, self.time_dim) if cfg.fps_cond else None
+        # SR nets: the noise-augmentation level of the low-res input, embedded like a timestep (Imagen).
+        self.aug_embed = TimestepEmbedding(base, self.time_dim) if cfg.aug_level_cond else None
         self.cond = ConditionEmbedding(
             cfg.cond_dim, cfg.num_cond_tokens, cfg.text_dim, self.time_dim, self.context_dim
         )
@@ -185,6 +187,7 @@ class UNet(nn.Module):
         drop_image: Tensor | None = None,
         drop_text: Tensor | None = None,
         extra: Tensor | None = None,
+        aug_level: Tensor | None = None,
     ) -> Tensor:
         """Predict the diffusion target for a noisy batch.
 
@@ -198,13 +201,15 @@ class UNet(nn.Module):
             drop_image: ``(b,)`` bool, True = learned null image embedding (ignored when cond_dim is 0).
             drop_text: ``(b,)`` bool, True = text masked out (ignored when text_dim is 0).
             extra: ``b e h w`` / ``b e t h w`` channels concatenated to ``x`` (e = extra_in_channels).
+            aug_level: ``(b,)`` noise-augmentation timestep of the low-res input in ``extra`` (aug_level_cond
+                only, then required).
 
         Returns:
             ``x``'s layout with out_channels channels.
         """
         self._check_inputs(x, extra)
         batch = x.shape[0]
-        emb = self._time_embedding(t, fps, x.ndim, batch)
+        emb = self._time_embedding(t, fps, x.ndim, batch) + self._aug_embedding(aug_level, batch)
         time_add, context, context_mask = self.cond(
             batch, image_emb, drop_image, text_states, text_mask, drop_text
         )
@@ -246,6 +251,16 @@ class UNet(nn.Module):
         if fps.shape != (batch,):
             raise ValueError(f"fps must have shape ({batch},), got {tuple(fps.shape)}")
         return emb + self.fps_embed(fps)
+
+    def _aug_embedding(self, aug_level: Tensor | None, batch: int) -> Tensor | float:
+        if self.aug_embed is None:
+            if aug_level is not None:
+                raise ValueError("aug_level was given but the UNet was built with aug_level_cond=False")
+            return 0.0
+        if aug_level is None or aug_level.shape != (batch,):
+            got = None if aug_level is None else tuple(aug_level.shape)
+            raise ValueError(f"aug_level must have shape ({batch},) when unet.aug_level_cond is True, got {got}")
+        return self.aug_embed(aug_level)
 
     def _check_inputs(self, x: Tensor, extra: Tensor | None) -> None:
         cfg = self.cfg

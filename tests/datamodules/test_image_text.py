@@ -103,12 +103,36 @@ def test_dirty_samples_are_skipped_and_counted_exactly(dirty_shards: Path) -> No
         "missing_field": 1,
         "filtered": 0,
         "corrupt_shard": 1,
+        "below_resolution": 0,
+        "upscaled": 0,
     }
     images = pixels_to_float(torch.cat([batch["image"] for batch in batches]))
     assert images.shape == (9, 3, 16, 16) and images.min() >= -1.0 and images.max() <= 1.0
     assert torch.allclose(images[3], torch.ones(3, 16, 16))  # transparent RGBA -> white
     gray = images[2]
     assert torch.allclose(gray[0], gray[1]) and torch.allclose(gray[1], gray[2])  # L -> RGB, channels equal
+
+
+@pytest.mark.parametrize("policy", ["upscale", "skip"])
+def test_images_below_the_resolution_are_upscaled_or_skipped_and_counted(tmp_path: Path, policy: str) -> None:
+    # Super-resolution targets: an image smaller than data.resolution (32 here) is upscaled or skipped, per
+    # data.small_images, and counted either way; never a crash.
+    write_shard(tmp_path, 0, [image_record("000000000", solid_jpg(size=40)),
+                              image_record("000000001", solid_jpg(size=20)),
+                              image_record("000000002", solid_jpg(size=48))], {})
+    dm = ImageTextDataModule(data_config(pattern(tmp_path, 1), resolution=32, batch_size=1,
+                                         val_samples=3 if policy == "upscale" else 2,
+                                         small_images=policy))
+    batches = list(dm.val_dataloader())
+    keys = [key for batch in batches for key in batch["key"]]
+    skips = batches[-1]["skips"]
+    if policy == "upscale":
+        assert keys == ["000000000", "000000001", "000000002"]
+        assert skips["upscaled"] == 1 and skips["below_resolution"] == 0
+        assert all(batch["image"].shape == (1, 3, 32, 32) for batch in batches)
+    else:
+        assert keys == ["000000000", "000000002"]
+        assert skips["below_resolution"] == 1 and skips["upscaled"] == 0
 
 
 def test_training_survives_dirty_shards(dirty_shards: Path) -> None:
