@@ -54,7 +54,8 @@ def _frozen_from(module):
     from mav_train.nn.encoders import FrozenCLIP
 
     path = export_open_clip(module.network, Path("/tmp") / f"bench_quality_{EXPORT_NAME}")
-    return FrozenCLIP(ClipConfig(model=module.cfg.clip.model, pretrained=str(path), tokenizer=module.cfg.clip.tokenizer))
+    clip = module.cfg.clip
+    return FrozenCLIP(ClipConfig(model=clip.model, pretrained=str(path), tokenizer=clip.tokenizer))
 
 
 @torch.no_grad()

@@ -19,10 +19,10 @@ from torch import Tensor
 from typing_extensions import override
 
 from datamodules.skips import SkipTally
+from mav_train.components.clip_source import CLIP_FINGERPRINT_KEY, build_frozen_clip
 from mav_train.config.load import config_from_container
 from mav_train.diffusion import GaussianDiffusion
 from mav_train.diffusion.samplers import NoiseFn
-from mav_train.components.clip_source import CLIP_FINGERPRINT_KEY, build_frozen_clip
 from mav_train.nn.encoders import FrozenCLIP
 from mav_train.nn.unet import UNet
 

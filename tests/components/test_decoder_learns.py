@@ -10,13 +10,12 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from datamodules.heldout import heldout_images
-from datamodules.toy_world import caption_of, draw_scene, random_scene
+from datamodules.toy_world import COLORS, caption_of, draw_scene, parse_caption, random_scene
 from mav_train.components.base import Conditions
 from mav_train.components.registry import component_class
 from mav_train.config.load import load_config
 from mav_train.evaluation.toy_judge import score_images, to_uint8
 from mav_train.evaluation.toy_reader import PALETTE, nearest_palette
-from datamodules.toy_world import COLORS, parse_caption
 
 RES = 32
 OVERRIDES = ["logger=none", "clip.pretrained=null",  # the seeded random toy CLIP: no training of a CLIP here
