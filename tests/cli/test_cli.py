@@ -71,7 +71,7 @@ def test_readme_commands_resolve():
     commands = re.findall(r"python -m mav_train fit ([^&\n`]+)", bash)
     assert len(commands) >= 3
     for command in commands:
-        args = shlex.split(command)
+        args = shlex.split(command, comments=True)  # a trailing "# ..." is a shell comment
         recipe = next(a.split("=", 1)[1] for a in args if a.startswith("recipe="))
         cfg = load_config(recipe, [a for a in args if not a.startswith("recipe=")])
         validate(cfg, COMPONENTS)
@@ -168,7 +168,7 @@ def test_sample_a_heldout_directory_then_evaluate(decoder_run, tmp_path, demo_ca
 def test_prepare_demo_writes_both_layouts(tmp_path, demo_cache):
     out = run_cli(["prepare", "demo", "--out", str(tmp_path / "d")], tmp_path, demo_cache)
     assert out.returncode == 0, out.stderr
-    for sub in ("images", "videos"):
+    for sub in ("images-256", "videos-256"):  # one directory per kind and set size
         assert (tmp_path / "d" / sub / "00000.tar").is_file()
         assert (tmp_path / "d" / sub / "00000.parquet").is_file()
         assert (tmp_path / "d" / sub / "00000_stats.json").is_file()
