@@ -61,3 +61,17 @@ def run_cli(args: list[str], cwd: Path, cache: Path, timeout: int = 600) -> subp
     """``python -m mav_train ARGS`` as a user would run it; stdout and stderr captured as text."""
     return subprocess.run([sys.executable, "-m", "mav_train", *args], cwd=cwd, env=cli_env(cache),
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def _restore_project_loggers():
+    """Verbs run in-process (``main([...])``) call ``setup_logging``, which stops our loggers propagating to the
+    root logger; restore them so later tests' ``caplog`` still sees their records."""
+    import logging
+
+    saved = {name: (logging.getLogger(name).propagate, list(logging.getLogger(name).handlers),
+                    logging.getLogger(name).level) for name in ("mav_train", "datamodules")}
+    yield
+    for name, (propagate, handlers, level) in saved.items():
+        logger = logging.getLogger(name)
+        logger.propagate, logger.handlers, logger.level = propagate, handlers, level
