@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import torch
@@ -53,7 +54,7 @@ def _frozen_from(module):
     from mav_train.config.schema import ClipConfig
     from mav_train.nn.encoders import FrozenCLIP
 
-    path = export_open_clip(module.network, Path("/tmp") / f"bench_quality_{EXPORT_NAME}")
+    path = export_open_clip(module.network, Path(tempfile.mkdtemp(prefix="bench_quality_")) / EXPORT_NAME)
     clip = module.cfg.clip
     return FrozenCLIP(ClipConfig(model=clip.model, pretrained=str(path), tokenizer=clip.tokenizer))
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from mav_train.cli.keyvalues import parse_key_values
 from mav_train.components.base import Conditions
 from mav_train.config.load import ConfigError
 from mav_train.media import save_image_grid
@@ -32,16 +33,7 @@ KEYS = {"prompt": None, "prior": None, "decoder": None, "num": "4", "out": "gene
 
 
 def parse(args: list[str]) -> dict[str, str | None]:
-    values = dict(KEYS)
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in KEYS:
-            raise ConfigError(f"generate: unknown argument '{arg}'; expected key=value with key in {', '.join(KEYS)}")
-        values[key] = value
-    for required in ("prompt", "prior", "decoder"):
-        if values[required] is None:
-            raise ConfigError(f"generate: missing required value '{required}'")
-    return values
+    return parse_key_values("generate", args, KEYS, ("prompt", "prior", "decoder"), may_be_blank=("prompt",))
 
 
 def read_prompts(prompt: str) -> list[str]:

@@ -10,6 +10,7 @@ import torch
 from einops import rearrange
 from PIL import Image
 
+from mav_train.cli.keyvalues import parse_key_values
 from mav_train.components.base import Conditions
 from mav_train.components.registry import load_component
 from mav_train.config.load import ConfigError
@@ -37,16 +38,7 @@ KEYS = {"checkpoint": None, "image": None, "num": "4", "fps": "8", "steps": None
 
 
 def parse(args: list[str]) -> dict[str, str | None]:
-    values = dict(KEYS)
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in KEYS:
-            raise ConfigError(f"sample: unknown argument '{arg}'; expected key=value with key in {', '.join(KEYS)}")
-        values[key] = value
-    for required in ("checkpoint", "image"):
-        if not values[required]:
-            raise ConfigError(f"sample: missing required value '{required}'")
-    return values
+    return parse_key_values("sample", args, KEYS, ("checkpoint", "image"))
 
 
 IMAGE_SUFFIXES, VIDEO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp"), (".mp4",)
