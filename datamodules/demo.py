@@ -24,7 +24,7 @@ from datamodules.mp4 import encode_mp4
 from datamodules.shard_writer import ShardRecord, sample_key, write_shard
 from datamodules.toy_world import caption_of, draw_scene, random_scene
 
-DEMO_FORMAT_VERSION = 2  # bump when the generator changes, so caches regenerate
+DEMO_FORMAT_VERSION = 3  # bump when the generator changes, so caches regenerate
 IMAGE_STREAM, VIDEO_STREAM = 0, 1
 
 

@@ -42,7 +42,7 @@ class Scene:
 
 def random_scene(rng: np.random.Generator, moving: bool) -> Scene:
     color, background = rng.choice(len(COLORS), size=2, replace=False)
-    size = float(rng.uniform(0.2, 0.45))
+    size = _size_from_uniform(float(rng.uniform(0.0, 1.0)))
     speed = float(rng.uniform(0.15, 0.5)) if moving else 0.0
     angle = float(rng.uniform(0.0, 2 * math.pi))
     return Scene(
@@ -56,6 +56,18 @@ def random_scene(rng: np.random.Generator, moving: bool) -> Scene:
         vy=speed * math.sin(angle),
         pulse=float(rng.uniform(0.0, 0.3)) if moving and rng.random() < 0.5 else 0.0,
     )
+
+
+# Shape sizes (fractions of the frame) come from three bands, one per caption size word, with gaps around the
+# caption thresholds (SMALL_BELOW, LARGE_ABOVE): with one continuous range a third of all shapes lay within a pixel
+# of a threshold at 32 px, so their size word was unreadable for any model or judge.
+SIZE_BANDS: tuple[tuple[float, float], ...] = ((0.20, 0.26), (0.30, 0.36), (0.40, 0.46))
+
+
+def _size_from_uniform(u: float) -> float:
+    band = min(int(u * len(SIZE_BANDS)), len(SIZE_BANDS) - 1)
+    low, high = SIZE_BANDS[band]
+    return low + (u * len(SIZE_BANDS) - band) * (high - low)
 
 
 def _bounce(position: float, half: float) -> float:
