@@ -59,8 +59,8 @@ def clipsim(s: EvalSettings, clip: FrozenCLIP | None = None) -> MetricResult:
             if item.caption is None:
                 source.skipped["missing_caption"] += 1
                 continue
-            pixels = torch.from_numpy(item.pixels if item.is_video else item.pixels[None])
-            pixels = pixels[torch.from_numpy(frame_indices(pixels.shape[0], s.frames_per_video))]
+            pixels = item.pixels if item.is_video else item.pixels[None]
+            pixels = torch.from_numpy(pixels[frame_indices(pixels.shape[0], s.frames_per_video)])  # a copy
             scores.append(item_similarity(clip, pixels, item.caption, s.batch_size))
             bar.update(1)
     if not scores:

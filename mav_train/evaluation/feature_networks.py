@@ -16,6 +16,7 @@ A TorchScript file runs its own (TorchScript) code when called: use files from s
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -39,7 +40,9 @@ def load_torchscript(path: str | None, what: str, device: torch.device) -> torch
     if not file.is_file():
         raise ValueError(f"{what} network file {path} does not exist")
     try:
-        return torch.jit.load(str(file), map_location=device).eval()
+        with warnings.catch_warnings():  # torch marks TorchScript deprecated; these published networks are in it
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(file), map_location=device).eval()
     except (RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{what} network file {path} is not a TorchScript file ({first[:160]})") from err
