@@ -6,7 +6,7 @@ import torch
 
 from mav_train.config.schema import DiffusionConfig
 from mav_train.diffusion import GaussianDiffusion
-from mav_train.diffusion.schedule import spaced_timesteps
+from mav_train.diffusion.schedule import make_betas, spaced_timesteps
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -21,8 +21,10 @@ def _net(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def _diffusers_loop(d: GaussianDiffusion, model_fn, noise: torch.Tensor, steps: int) -> torch.Tensor:
     """The reference: diffusers' DPM-Solver++(2M) on our schedule (trained_betas), at our timesteps, ending at
     sigma 0 (our samplers end at the clean sample)."""
+    c = d.cfg
     scheduler = diffusers.DPMSolverMultistepScheduler(
-        num_train_timesteps=d.num_timesteps, trained_betas=d._schedule64["betas"].numpy(),
+        num_train_timesteps=d.num_timesteps, trained_betas=make_betas(c.schedule, c.timesteps, c.linear_start,
+                                                                      c.linear_end).numpy(),
         algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
         prediction_type=PREDICTION_TYPE[d.cfg.parameterization], thresholding=False, lower_order_final=True,
         final_sigmas_type="zero")
