@@ -16,12 +16,14 @@ def record(result: MetricResult, protocol: Protocol, settings: dict[str, Any], s
     """The JSON record: the number, its protocol (name, title, how it is made, every setting and which of them
     differ from the protocol's), the inputs, the item counts and the skipped items by reason."""
     changed = sorted(k for k, v in settings.items() if k in protocol.defaults and protocol.defaults[k] != v)
+    short = {side: {"used": result.counts[side], "asked": settings[f"num_{side}"]} for side in ("fake", "real")
+             if settings.get(f"num_{side}") and result.counts.get(side, 0) < settings[f"num_{side}"]}
     return {
         "metric": result.metric, "value": result.value, **({"extra": result.extra} if result.extra else {}),
         "protocol": {"name": protocol.name, "title": protocol.title, "lines": list(protocol.lines),
                      "settings": settings, "changed": changed},
         "inputs": {k: v for k, v in sources.items() if v is not None},
-        "counts": result.counts, "skipped": result.skipped,
+        "counts": result.counts, "skipped": result.skipped, **({"short": short} if short else {}),
     }
 
 
@@ -47,6 +49,9 @@ def table(rec: dict[str, Any]) -> str:
     lines += [f"  - {line}" for line in p["lines"]]
     settings = " ".join(f"{k}={v}{'*' if k in p['changed'] else ''}" for k, v in p["settings"].items())
     lines.append(f"  settings: {settings}" + ("  (* differs from the protocol)" if p["changed"] else ""))
+    for side, numbers in rec.get("short", {}).items():
+        lines.append(f"  WARNING: {numbers['used']} {'generated' if side == 'fake' else side} items where the "
+                     f"settings ask for {numbers['asked']}: not comparable with numbers made under this protocol")
     for side, skipped in rec["skipped"].items():
         lines.append(f"  skipped ({'generated' if side == 'fake' else side}): {_skips(skipped)}")
     return "\n".join(lines)

@@ -92,6 +92,7 @@ def test_fvd_identical_similar_different_and_the_protocol(toy_sets, tmp_path, ca
     record = values["b"]
     assert record["protocol"]["name"] == "stylegan_v" and record["counts"] == {"fake": 12, "real": 12}
     assert record["protocol"]["settings"]["num_real"] == 2048 and record["protocol"]["changed"] == []
+    assert record["short"]["real"] == {"used": 12, "asked": 2048} and "WARNING: 12 real items" in out
     assert "fvd2048_16f" in out and "resize" in out and "224" in out  # the protocol is printed with the number
 
 
