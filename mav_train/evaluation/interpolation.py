@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from einops import rearrange
@@ -83,14 +85,17 @@ def measure_interpolation(module, num: int = 16, skip: int = 5, keyframes: int =
     truth = render_clips(scenes, frames, resolution, fps)
     keys = truth[:, :, ::skip]
     generator = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
     out = torch.cat([module.interpolate(keys[i:i + batch].to(module.device), skip, fps=fps, generator=generator,
                                         steps=steps).cpu() for i in range(0, num, batch)])
+    seconds = time.perf_counter() - start
     between = [t for t in range(frames) if t % skip]
     centres = true_centroids(scenes, frames, resolution, fps)
     fade, near = cross_fade(keys, skip), nearest_keyframe(keys, skip)
     return {
         "protocol": f"{num} held-out toy clips (seed 1) at {fps:g} fps, {resolution} px, {keyframes} keyframes "
                     f"(every {skip}th frame) -> {frames} frames; PSNR over the {len(between)} in-betweens per clip",
+        "seconds_per_clip": seconds / num,
         "psnr_inbetween": psnr(out[:, :, between], truth[:, :, between]),
         "psnr_cross_fade": psnr(fade[:, :, between], truth[:, :, between]),
         "psnr_nearest_keyframe": psnr(near[:, :, between], truth[:, :, between]),

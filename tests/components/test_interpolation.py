@@ -241,6 +241,12 @@ def test_bad_input_is_one_clear_error(call, match):
 
 
 def test_config_errors():
+    from mav_train.components.registry import COMPONENTS
+    from mav_train.config.load import ConfigError
+    from mav_train.config.validate import validate
+
+    with pytest.raises(ConfigError, match=r"max_skip \(11\) <= data.num_frames - 1 \(10\)"):
+        validate(load_config("demo/interpolation", ["model.masks.max_skip=11"]), COMPONENTS)
     with pytest.raises(ValueError, match="extra_in_channels=4"):
         interpolation_module(["unet.extra_in_channels=3"])
     with pytest.raises(ValueError, match="model.frame_skip 6"):
