@@ -18,6 +18,10 @@
   super-resolved at several sampling noise levels; beside bicubic upsampling of the same inputs: PSNR against
   the true high-res image, low-res consistency (the output downsampled back vs the input), edge sharpness (see
   ``mav_train.evaluation.super_res``) and the judge's scores.
+- interpolation (↑F): held-out clips rendered at 30 fps, every 5th frame kept, in-betweens generated: PSNR
+  against the true frames beside cross-fade and nearest keyframe, the judge's centroid error against the true
+  trajectory beside the nearest keyframe; extrapolation and animation: identity consistency and motion of the
+  generated frames beside the true continuation (``mav_train.evaluation.interpolation``).
 - temporal_sr_low: held-out clips (30 fps) downsampled and super-resolved by SR_l^t, beside its SR_l (the
   ``init.checkpoint`` of the run, or ``--sr-low``) applied per frame with independent noise and with shared
   noise, and bicubic; the judge's background flicker of each.
@@ -182,6 +186,28 @@ def judge_temporal_sr_low(module, sr_low, num: int, seed: int = 0, fps: float = 
     return out
 
 
+@torch.no_grad()
+def judge_interpolation(module, num: int, steps: int | None = None) -> dict:
+    """↑F: interpolation at skip 5 (16 keyframes -> 76 frames at 30 fps), extrapolation, animation."""
+    from mav_train.evaluation.interpolation import measure_animation, measure_extrapolation, measure_interpolation
+
+    context = min(module.cfg.model.masks.max_known, module.window - 1)
+    return {"interpolate": measure_interpolation(module, num, skip=5, keyframes=16, steps=steps),
+            "extrapolate": measure_extrapolation(module, num, context=context, n=16, steps=steps),
+            "animate": measure_animation(module, num, n=16, steps=steps)}
+
+
+def _flat(scores: dict) -> dict:
+    """Nested dicts one level down as ``outer.inner`` keys (for one printed line)."""
+    out = {}
+    for key, value in scores.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default="runs/demo", help="where the demo run directories are")
@@ -193,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sr-low", type=Path)
     parser.add_argument("--sr-high", type=Path)
     parser.add_argument("--temporal-sr-low", type=Path)
+    parser.add_argument("--interpolation", type=Path, help="an interpolation (↑F) checkpoint")
+    parser.add_argument("--steps", type=int, help="sampling steps for ↑F (default: the recipe's)")
     parser.add_argument("--sr-levels", type=float, nargs="+", default=list(SR_NOISE_LEVELS),
                         help="sampling noise levels of the low-res input to measure (sr_low / sr_high)")
     parser.add_argument("--num", type=int, default=64, help="held-out items per measurement")
@@ -250,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         report["temporal_sr_low"] = judge_temporal_sr_low(module, load_component(base), args.num)
         for name, scores in report["temporal_sr_low"].items():
             print(f"temporal_sr_low {name}:", scores if isinstance(scores, str) else _fmt(scores))
+    interpolation_path = args.interpolation or _existing(runs / "interpolation" / "last.ckpt")
+    if interpolation_path:
+        report["interpolation"] = judge_interpolation(load_component(interpolation_path), args.num, args.steps)
+        for name, scores in report["interpolation"].items():
+            print(f"interpolation {name}:", scores if isinstance(scores, (str, float)) else _fmt(_flat(scores)))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
     return 0

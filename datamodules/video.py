@@ -68,7 +68,8 @@ class VideoSampleDecoder:
             raise SkipSample("vfr", "non-uniform frame timestamps")
         target = self.curriculum.sample(rng, int(self.step))
         indices, fps, adjusted = clip_indices(
-            len(reader), fps_native, target, self.cfg.num_frames, self.cfg.short_clip, rng
+            len(reader), fps_native, target, self.cfg.num_frames, self.cfg.short_clip, rng,
+            integer_stride=self.cfg.integer_stride,
         )
         try:
             frames = reader.get_batch(indices.tolist()).asnumpy()

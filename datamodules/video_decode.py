@@ -73,23 +73,32 @@ def is_variable_frame_rate(reader: decord.VideoReader) -> bool:
 
 
 def clip_indices(
-    total: int, native: float, target_fps: float, num_frames: int, short_clip: str, rng: np.random.Generator
+    total: int, native: float, target_fps: float, num_frames: int, short_clip: str, rng: np.random.Generator,
+    integer_stride: bool = False,
 ) -> tuple[np.ndarray, float, bool]:
     """Frame indices of a ``num_frames`` clip at ``target_fps`` (capped at ``native``) with a random start.
 
     Returns (indices, fps actually used, adjusted). When the video is too short at that fps, ``short_clip``
     "adjust" uses the lowest fps that fits (the largest stride) and reports adjusted=True; "skip" raises
-    SkipSample("too_short"), as does a video with fewer than ``num_frames`` frames.
+    SkipSample("too_short"), as does a video with fewer than ``num_frames`` frames. With ``integer_stride`` the
+    stride is a whole number of source frames (the nearest to ``native / target_fps``, at least 1), so the
+    frames are evenly spaced real frames and the fps is ``native / stride`` (↑F: every keyframe and in-between
+    is a source frame at its true time).
     """
     if total < num_frames:
         raise SkipSample("too_short", f"{total} frames < num_frames {num_frames}")
     fps = min(target_fps, native)
     stride = native / fps
+    if integer_stride:
+        stride = max(1, round(stride))
+        fps = native / stride
     adjusted = False
     if num_frames > 1 and round((num_frames - 1) * stride) > total - 1:
         if short_clip != "adjust":
             raise SkipSample("too_short", f"{total} frames cannot give {num_frames} frames at {fps:.2f} fps")
         stride = (total - 1) / (num_frames - 1)
+        if integer_stride:
+            stride = (total - 1) // (num_frames - 1)  # >= 1: total >= num_frames
         fps, adjusted = native / stride, True
     offsets = np.rint(np.arange(num_frames) * stride).astype(np.int64)
     start = int(rng.integers(0, total - int(offsets[-1])))

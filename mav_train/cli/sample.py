@@ -88,6 +88,9 @@ def copy_captions(sources: list[Path], out: Path) -> None:
 def run(args: list[str]) -> int:
     v = parse(args)
     module = load_component(v["checkpoint"])
+    if module.cfg.component == "interpolation":
+        raise ConfigError(f"checkpoint={v['checkpoint']} is an interpolation (↑F) checkpoint: it fills in frames "
+                          "of a given video; use its interpolate / extrapolate / animate methods (README, ↑F)")
     if v["ema"] == "false":
         module.ema_network = None
     image = Path(v["image"])

@@ -2,7 +2,8 @@
 
 Image → image (e.g. resuming a decoder's weights in a new run) loads strictly. Image → video (decoder → D^t)
 inflates: the spatial weights load into the video UNet, every new temporal layer starts at the identity, and any
-other missing or unexpected key is an error. The source's EMA weights are used when it has them.
+other missing or unexpected key is an error. A source with fewer input channels (D^t → ↑F) is inflated too: its
+input convolution gains zero weights for the new channels. The source's EMA weights are used when it has them.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ def initialise_from_checkpoint(module: DiffusionComponent, path: str | Path) -> 
     else:  # written before fingerprints existed: compare what the configs say
         _check_same_clip(module, source_cfg, path)
     prefix = source_prefix(state)
-    if module.network.cfg.temporal and not source_cfg.get("unet", {}).get("temporal", False):
+    source_unet = source_cfg.get("unet", {})
+    image_to_video = module.network.cfg.temporal and not source_unet.get("temporal", False)
+    # D^t -> ↑F: the input conv gains the masked-frame channels (zero weights), everything else loads.
+    more_inputs = module.network.cfg.extra_in_channels > source_unet.get("extra_in_channels", 0)
+    if image_to_video or more_inputs:
         report = str(inflate(module.network, state, prefix=prefix))
     else:
         sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

@@ -18,6 +18,7 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "sr_low": ("mav_train.components.sr_low", "SrLow"),
     "sr_high": ("mav_train.components.sr_high", "SrHigh"),
     "temporal_sr_low": ("mav_train.components.temporal_sr_low", "TemporalSrLow"),
+    "interpolation": ("mav_train.components.interpolation", "Interpolation"),
 }
 
 

@@ -148,6 +148,9 @@ class DataConfig:
     # Video only.
     num_frames: int = 16
     short_clip: str = "adjust"  # adjust (lowest fps that fits) | skip
+    # Read clips with a whole number of source frames between output frames (↑F: keyframes and in-betweens are
+    # then evenly spaced real frames of the source); false rounds a fractional stride per frame (D^t).
+    integer_stride: bool = False
     cond_frame: str = "first"  # first | middle | random
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     # Joint image+video batches for temporal components: image-text shards mixed in (null = off).
@@ -185,6 +188,25 @@ class EMAConfig:
 
 
 @dataclass
+class MaskConfig:
+    """↑F training masks: which frames of a clip are known. The modes are mixed by these (relative) ratios; our
+    choice, the paper gives none (Open-Sora-Plan mixes image-to-video : transition : continuation 5 : 4 : 1,
+    LVDM leaves 10% with nothing known)."""
+
+    interpolation: float = 0.5  # every s-th frame known, s drawn uniformly from min_skip..max_skip
+    extrapolation_forward: float = 0.15  # the first k frames known, k from 1..max_known
+    extrapolation_backward: float = 0.15  # the last k frames known
+    animation: float = 0.1  # only the first frame known
+    unconditional: float = 0.1  # nothing known, image embedding dropped (classifier-free guidance)
+    min_skip: int = 2  # skip 1 would leave no frame unknown
+    max_skip: int = 5
+    max_known: int = 4
+    # Gaussian noise (std, in [-1, 1] pixel units) added to the known frames in training (LVDM and Open-Sora-Plan
+    # noise them a little); 0 = clean known frames.
+    known_noise: float = 0.0
+
+
+@dataclass
 class ComponentConfig:
     # Condition dropout for classifier-free guidance (DALL-E 2: image embedding 10%, text 50%).
     p_drop_image_emb: float = 0.1
@@ -205,8 +227,10 @@ class ComponentConfig:
     # sr_high: train on random crops of this size of the high-res image (null = the whole image); samples are
     # always full size.
     crop_size: int | None = None
-    # Interpolation: frame skip and masking policy.
+    # Interpolation ↑F: the frame skip of sample logging and the default of `interpolate` (16 -> 76 frames at 5),
+    # and the training masks.
     frame_skip: int = 5
+    masks: MaskConfig = field(default_factory=MaskConfig)
     # clip: captions per toy-world image that differ in one attribute, as extra negatives (0 = plain CLIP loss).
     hard_negatives: int = 0
 

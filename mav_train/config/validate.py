@@ -73,6 +73,13 @@ def validate(cfg: DictConfig, components: Iterable[str]) -> None:
             "support FSDP yet: set ema.enabled=false sampling.every_n_steps=0, or use ddp / deepspeed_stage_2 / "
             "deepspeed_stage_3"
         )
+    if cfg.component == "interpolation":  # ↑F's mask mix must fit its window (frame_masks imports no component)
+        from mav_train.components.frame_masks import validate_masks
+
+        try:
+            validate_masks(cfg.model.masks, cfg.data.num_frames)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     cur = cfg.data.curriculum
     if not 0 < cur.fps_min < cur.fps_max:
         raise ConfigError(f"data.curriculum: need 0 < fps_min ({cur.fps_min}) < fps_max ({cur.fps_max})")
