@@ -1,7 +1,7 @@
 """A cascade recipe turned into runs: each stage's ``fit`` arguments (its run directory under ``run_root``, the
 parent's checkpoint as ``init.checkpoint``, the CLIP stage's weights as ``clip.pretrained``), whether a stage has
 finished, and the command-line overrides of a cascade (``key=value`` for every stage, ``stages.NAME.key=value``
-for one, ``run_root=DIR``)."""
+for one, ``run_root=DIR`` and ``generate.KEY=VALUE`` for the cascade itself)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,8 @@ class CascadeRun:
 
 
 def split_overrides(args: list[str]) -> tuple[dict, list[str], dict[str, list[str]]]:
-    """Command-line ``key=value`` → (cascade-level overrides: ``run_root``; every stage's; per stage's)."""
+    """Command-line ``key=value`` → (cascade-level overrides: ``run_root``, ``generate.*``; every stage's; per
+    stage's)."""
     top, common, per_stage = {}, [], {}
     for arg in args:
         key, sep, value = arg.partition("=")
@@ -78,6 +79,10 @@ def split_overrides(args: list[str]) -> tuple[dict, list[str], dict[str, list[st
             raise ConfigError(f"override '{arg}' is not of the form key=value")
         if key == "run_root":
             top["run_root"] = value
+        elif key.startswith("generate."):
+            from omegaconf import OmegaConf
+
+            top = OmegaConf.to_container(OmegaConf.merge(top, OmegaConf.from_dotlist([arg])))
         elif key.startswith("stages."):
             _, stage, rest = key.split(".", 2) if key.count(".") >= 2 else (None, key, "")
             if not rest:

@@ -39,11 +39,14 @@ def progress(stage: Stage, total: int, enabled: bool = True) -> Iterator[tqdm]:
     """A progress bar for ``stage`` that advances once per network evaluation (one per sampling step of one
     batch), counted by forward hooks on the component's networks."""
     bar = tqdm(total=total, desc=f"{stage.name:<16}", unit="step", disable=not enabled, leave=True)
+    def count(*_) -> None:  # a forward hook that returns something would replace the network's output
+        bar.update(1)
+
     hooks = []
     for name in ("network", "ema_network"):
         net = getattr(stage.module, name, None)
         if isinstance(net, torch.nn.Module):
-            hooks.append(net.register_forward_hook(lambda *_: bar.update(1)))
+            hooks.append(net.register_forward_hook(count))
     try:
         yield bar
     finally:

@@ -97,8 +97,33 @@ def build(stage: Stage) -> object:
     return stage.module
 
 
+def effective_settings(stage: Stage) -> dict:
+    """The sampling settings the stage ran with: the given ones, the rest from its checkpoint's recipe."""
+    from mav_train.pipeline.plan import DEFAULT_FPS, DEFAULT_SKIP
+
+    s = stage.settings
+
+    def pick(given, default):
+        return default if given is None else given
+
+    out = {"steps": pick(s.steps, stage.get("diffusion.sample_steps")),
+           "guidance": pick(s.guidance, stage.get("diffusion.guidance_scale")),
+           "sampler": pick(s.sampler, stage.get("diffusion.sampler")),
+           "eta": pick(s.eta, stage.get("diffusion.ddim_eta"))}
+    if stage.name == "prior":
+        out["candidates"] = pick(s.candidates, stage.get("prior.num_candidates"))
+    elif stage.name == "temporal_decoder":
+        out["fps"] = pick(s.fps, DEFAULT_FPS)
+    elif stage.name == "interpolation":
+        out["skip"] = pick(s.skip, DEFAULT_SKIP)
+    elif stage.name in ("sr_low", "temporal_sr_low", "sr_high"):
+        out["noise_level"] = pick(s.noise_level, stage.get("model.low_res_noise_level"))
+    return out
+
+
 def describe(stage: Stage) -> dict:
     """What generate.json records of a stage."""
     return {"checkpoint": str(Path(stage.path)), "component": stage.config.get("component"),
             "recipe": stage.config.get("recipe"), "global_step": stage.checkpoint.get("global_step"),
-            "clip_fingerprint": stage.fingerprint, "uses_clip": stage.uses_clip()}
+            "clip_fingerprint": stage.fingerprint, "uses_clip": stage.uses_clip(),
+            "effective_settings": effective_settings(stage)}

@@ -64,14 +64,20 @@ def test_text_to_video_through_every_stage(ckpts, tmp_path, capsys):
     assert record["stages"][1]["clip_fingerprint"] == prior_fp  # D^t: the same CLIP
     assert record["output"]["fps"] == 8.0  # 4 fps, frame skip 2
     assert record["stages"][2]["settings"]["skip"] == 2 and record["stages"][1]["settings"]["fps"] == 4.0
+    # What each stage actually sampled with: the given settings, the rest from its recipe.
+    assert record["stages"][4]["effective_settings"] == {"steps": 2, "guidance": 1.0, "sampler": "ddim", "eta": 0.0,
+                                                         "noise_level": 0.05}
     assert "wrote 2 sample(s)" in capsys.readouterr().out
 
 
-def test_same_seed_same_video_and_chain_stops_at_last_stage(ckpts, tmp_path):
+def test_same_seed_same_video_and_chain_stops_at_last_stage(ckpts, tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     for out in (a, b):
-        assert main(["generate", f"prompt={PROMPT}", *video_args(ckpts, "prior", "temporal_decoder"), "num=2",
-                     f"out={out}"]) == 0
+        args = [a for a in video_args(ckpts, "prior", "temporal_decoder") if a != "progress=false"]
+        assert main(["generate", f"prompt={PROMPT}", *args, "num=2", f"out={out}"]) == 0
+    # One progress bar per stage, counting its sampling steps (2 each).
+    err = capsys.readouterr().err
+    assert "prior" in err and "temporal_decoder" in err and "2/2" in err, err
     # D^t's own clips: 4 frames at 8 px; the same seed gives the same files.
     assert decode_mp4(a / "001.mp4").shape == (4, 8, 8, 3)
     assert (a / "000.mp4").read_bytes() == (b / "000.mp4").read_bytes()
