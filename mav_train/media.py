@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -49,7 +50,8 @@ def write_mp4(frames: list[np.ndarray], path: Path, fps: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = frames[0].shape[:2]
     h2, w2 = h + h % 2, w + w % 2
-    rate = max(1, int(round(fps)))
+    # Fractional rates (7.5 fps) are kept exactly; at least 1 fps.
+    rate = Fraction(max(1.0, float(fps))).limit_denominator(1001)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = w2, h2, "yuv420p"

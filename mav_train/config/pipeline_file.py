@@ -44,7 +44,7 @@ class StageSettings:
     eta: float | None = None  # DDIM eta
     candidates: int | None = None  # prior: samples per prompt, the one closest to the text kept
     fps: float | None = None  # temporal_decoder: frames per second of the generated clip (default 8)
-    skip: int | None = None  # interpolation: frame skip, t frames -> (t - 1) * skip + 1 (default 5)
+    skip: int | None = None  # interpolation: frame skip, t -> (t - 1) * skip + 1 frames (default model.frame_skip)
     noise_level: float | None = None  # super-resolution: augmentation level of the low-res input, in [0, 1]
 
 

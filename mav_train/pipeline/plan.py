@@ -31,7 +31,23 @@ class Flow:
 
 
 def skip_of(stage: Stage) -> int:
-    return int(stage.settings.skip) if stage.settings.skip is not None else DEFAULT_SKIP
+    """↑F's frame skip: the ``skip`` setting, else the checkpoint's ``model.frame_skip``, else 5."""
+    if stage.settings.skip is not None:
+        return int(stage.settings.skip)
+    return int(stage.config.get("model", {}).get("frame_skip", DEFAULT_SKIP))
+
+
+def _check_interpolation(stage: Stage, frames: int) -> None:
+    """↑F fills windows of its ``data.num_frames`` frames, each holding the keyframes 0, skip, 2 skip, ...: the
+    skip must leave two keyframes in a window, and the video must hold a window's keyframes."""
+    skip, window = skip_of(stage), int(stage.get("data.num_frames"))
+    if not 1 <= skip <= window - 1:
+        raise ConfigError(f"interpolation skip {skip} does not fit {stage.path}'s window of {window} frames "
+                          f"(1 <= skip <= {window - 1})")
+    per_window = (window - 1) // skip + 1
+    if skip > 1 and frames < per_window:
+        raise ConfigError(f"interpolation at skip {skip} needs at least {per_window} frames (one {window}-frame "
+                          f"window's keyframes), but the stage before it gives {frames}")
 
 
 def _expect(stage: Stage, flow: Flow, kinds: tuple[str, ...], resolution: int | None = None) -> None:
@@ -66,14 +82,10 @@ def step(stage: Stage, flow: Flow) -> Flow:
         return Flow("video", res, int(stage.get("data.num_frames")), dim=flow.dim)
     if name == "interpolation":
         _expect(stage, flow, ("video", "image"), res)
-        if flow.kind == "image":  # animation: the image is the first frame of a clip of ↑F's length
-            frames = int(stage.get("data.num_frames"))
-        else:
-            if stage.settings.skip is not None and int(stage.settings.skip) < 1:
-                raise ConfigError(f"interpolation.skip must be >= 1, got {stage.settings.skip}")
-            frames = (flow.frames - 1) * skip_of(stage) + 1
-        _fits_frames(stage, frames, "its output would have")
-        return Flow("video", res, frames, dim=flow.dim)
+        if flow.kind == "image":  # animation: the image is the first frame of a clip of ↑F's window
+            return Flow("video", res, int(stage.get("data.num_frames")), dim=flow.dim)
+        _check_interpolation(stage, flow.frames)  # ↑F works window by window: no limit on the output's length
+        return Flow("video", res, (flow.frames - 1) * skip_of(stage) + 1, dim=flow.dim)
     # super-resolution: SR_l (images), SR_l^t (videos), SR_h (either, video frame by frame)
     low = int(stage.get("model.low_res"))
     kinds = {"sr_low": ("image",), "temporal_sr_low": ("video",), "sr_high": ("image", "video")}[name]

@@ -80,12 +80,12 @@ def run_stage(stage: Stage, state: ChainState, generator: torch.Generator) -> No
                                 generator=generator)
     elif name == "interpolation":
         state.fps = state.fps or DEFAULT_FPS  # an image to animate has none
-        kwargs = {"fps": state.fps, "generator": generator, "steps": steps, "guidance_scale": guidance}
-        if state.pixels.ndim == 4:  # image animation: the image is the first frame
-            state.pixels = m.animate(state.pixels, int(stage.get("data.num_frames")), **kwargs)
-        else:
-            state.pixels = m.interpolate(state.pixels, skip_of(stage), **kwargs)
+        kwargs = {"generator": generator, "steps": steps, "guidance_scale": guidance}
+        if state.pixels.ndim == 4:  # image animation: the image is the first frame; fps: the clip's rate
+            state.pixels = m.animate(state.pixels, int(stage.get("data.num_frames")), fps=state.fps, **kwargs)
+        else:  # fps: the rate of ↑F's output
             state.fps = state.fps * skip_of(stage)
+            state.pixels = m.interpolate(state.pixels, skip_of(stage), fps=state.fps, **kwargs)
     elif name == "sr_high" and state.pixels.ndim == 5:
         state.pixels = sr_high_on_video(m, state.pixels, generator=generator, steps=steps,
                                         noise_level=_float(s.noise_level), guidance_scale=guidance,

@@ -99,7 +99,7 @@ def build(stage: Stage) -> object:
 
 def effective_settings(stage: Stage) -> dict:
     """The sampling settings the stage ran with: the given ones, the rest from its checkpoint's recipe."""
-    from mav_train.pipeline.plan import DEFAULT_FPS, DEFAULT_SKIP
+    from mav_train.pipeline.plan import DEFAULT_FPS, skip_of
 
     s = stage.settings
 
@@ -115,7 +115,7 @@ def effective_settings(stage: Stage) -> dict:
     elif stage.name == "temporal_decoder":
         out["fps"] = pick(s.fps, DEFAULT_FPS)
     elif stage.name == "interpolation":
-        out["skip"] = pick(s.skip, DEFAULT_SKIP)
+        out["skip"] = skip_of(stage)
     elif stage.name in ("sr_low", "temporal_sr_low", "sr_high"):
         out["noise_level"] = pick(s.noise_level, stage.get("model.low_res_noise_level"))
     return out

@@ -74,12 +74,15 @@ def test_same_seed_same_video_and_chain_stops_at_last_stage(ckpts, tmp_path, cap
     a, b = tmp_path / "a", tmp_path / "b"
     for out in (a, b):
         args = [a for a in video_args(ckpts, "prior", "temporal_decoder") if a != "progress=false"]
-        assert main(["generate", f"prompt={PROMPT}", *args, "num=2", f"out={out}"]) == 0
+        assert main(["generate", f"prompt={PROMPT}", *args, "num=2", f"out={out}", "temporal_decoder.fps=7.5"]) == 0
     # One progress bar per stage, counting its sampling steps (2 each).
     err = capsys.readouterr().err
     assert "prior" in err and "temporal_decoder" in err and "2/2" in err, err
     # D^t's own clips: 4 frames at 8 px; the same seed gives the same files.
     assert decode_mp4(a / "001.mp4").shape == (4, 8, 8, 3)
+    from mav_train.media import read_video
+
+    assert read_video(a / "001.mp4")[1] == 7.5  # the clip's frame rate, exactly
     assert (a / "000.mp4").read_bytes() == (b / "000.mp4").read_bytes()
     assert sorted(p.name for p in (a / "stages").iterdir()) == ["prior", "temporal_decoder"]
 
@@ -164,7 +167,14 @@ def test_bad_input_is_one_line_before_sampling(ckpts, tmp_path, capsys, monkeypa
     # Sizes and frame counts that do not chain.
     _fails(capsys, ["prompt=x", *video_args(ckpts, "prior", "temporal_decoder", "sr_high")],
            "takes 16x16 input, but the stage before it gives a video of 4 frames at 8x8")
-    _fails(capsys, ["prompt=x", *ok, "interpolation.skip=9"], "handles at most 16 frames")
+    _fails(capsys, ["prompt=x", *ok, "interpolation.skip=9"], "skip 9 does not fit")
+    from mav_train.media import write_mp4
+
+    long_video = tmp_path / "long.mp4"
+    write_mp4([np.full((8, 8, 3), 10 * i, dtype=np.uint8) for i in range(8)], long_video, fps=8)
+    _fails(capsys, [f"video={long_video}", *ok, "stages=interpolation,temporal_sr_low", "frames=8",
+                    "interpolation.skip=3"], "handles at most 16 frames (unet.max_frames), but it would get 22")
+    _fails(capsys, ["prompt=x", *ok, "temporal_sr_low.steps=0"], "temporal_sr_low.steps must be >= 1")
     _fails(capsys, ["prompt=x", *video_args(ckpts, "prior", "decoder", "temporal_sr_low")],
            "temporal_sr_low takes video, but the stage before it gives an image at 8x8")
     _fails(capsys, ["prompt=x", *video_args(ckpts, "prior", "decoder", "temporal_decoder")], "not both")
