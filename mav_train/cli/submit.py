@@ -40,7 +40,8 @@ python (default: this interpreter), job_name.
 A cascade recipe (recipe=demo/cascade): one job per stage not yet finished, each run in run_root/STAGE and held
 with --dependency=afterok until the stages it needs (parent, clip) have completed; independent branches run in
 parallel. key=value applies to every stage, stages.NAME.key=value to one (e.g. stages.prior.slurm.time=2:00:00).
---dry-run prints every stage's script."""
+A last job after all of them runs `pipeline` with the same arguments (skips the trained stages, generates).
+--dry-run prints every script."""
 
 TEMPLATE = "train.sbatch"
 SCRIPT_NAME = "submit.sbatch"

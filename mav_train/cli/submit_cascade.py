@@ -1,15 +1,19 @@
 """``submit recipe=CASCADE``: one sbatch job per unfinished stage, each held until the stages it needs have
 completed (``--dependency=afterok``), so that independent branches run in parallel. Every job is the ordinary
-``submit`` job of its stage (same template, same requeue on SIGUSR1)."""
+``submit`` job of its stage (same template, same requeue on SIGUSR1). A last job, after all of them, runs
+``pipeline`` with the same arguments: every stage is then trained and skipped, and it generates and judges."""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
+import sys
 from pathlib import Path
 
 from mav_train.cascade import CascadeRun, load_run
-from mav_train.cli.submit import CONFIG_NAME, SCRIPT_NAME, job_config, render_script, sbatch
+from mav_train.cli.submit import (CONFIG_NAME, SCRIPT_NAME, TEMPLATE, job_config, render, render_script, sbatch,
+                                  sbatch_lines, slurm_dir)
 from mav_train.config.cascade import needs
 from mav_train.config.load import save_config
 
@@ -33,15 +37,33 @@ def stage_job_args(run: CascadeRun, stage: str) -> tuple[str, list[str]]:
     return recipe, overrides
 
 
+def generate_script(run: CascadeRun, name: str, overrides: list[str], workdir: Path, stage_cfg) -> str:
+    """The last job: ``pipeline recipe=NAME`` with the same overrides, which finds every stage trained, skips
+    them, then generates and judges. One task, with the SLURM settings of the last generate stage's job."""
+    s = stage_cfg.slurm
+    recipe = str(Path(name).resolve()) if Path(name).suffix in (".yaml", ".yml") else name
+    python = s.python or sys.executable
+    command = shlex.join([python, "-m", "mav_train", "pipeline", f"recipe={recipe}", *overrides])
+    return render((slurm_dir() / TEMPLATE).read_text(), {
+        "job_name": "mav-generate", "run_dir": run.root.resolve(), "nodes": 1, "tasks_per_node": 1,
+        "cpus_per_task": s.cpus_per_task, "time": s.time, "signal_seconds": s.requeue_signal_seconds,
+        "sbatch_lines": sbatch_lines(stage_cfg), "setup": "\n".join(str(line) for line in s.setup) or "# (none)",
+        "workdir": shlex.quote(str(workdir)), "command": command,
+    })
+
+
 def submit_cascade(name: str, overrides: list[str], dry_run: bool) -> int:
     run = load_run(name, overrides)
     workdir = Path(os.getcwd()).resolve()
     jobs: dict[str, str] = {}
+    last_cfg = None
     for stage in run.order():
         if run.finished(stage):
             print(f"# {stage}: finished ({run.run_dir(stage)}), not submitted")
             continue
         cfg = job_config(*stage_job_args(run, stage))
+        if stage in run.cfg.generate.stages:
+            last_cfg = cfg
         parents = [p for p in needs(run.cfg.stages[stage]) if p in jobs]
         script = with_dependency(render_script(cfg, workdir), [jobs[p] for p in parents])
         if dry_run:
@@ -57,7 +79,16 @@ def submit_cascade(name: str, overrides: list[str], dry_run: bool) -> int:
         after = f" after {', '.join(f'{p} ({jobs[p]})' for p in parents)}" if parents else ""
         print(f"submitted batch job {jobs[stage]} for stage {stage}{after}: {run_dir / SCRIPT_NAME}; "
               f"log {run_dir}/slurm-{jobs[stage]}.out")
-    if not dry_run and jobs:
-        print(f"when they have finished: `python -m mav_train pipeline recipe={name}` (with the same overrides) skips "
-              "the trained stages and generates")
+    if run.cfg.generate.enabled and jobs:
+        cfg = last_cfg or job_config(*stage_job_args(run, run.order()[-1]))
+        script = with_dependency(generate_script(run, name, overrides, workdir, cfg), list(jobs.values()))
+        if dry_run:
+            print(f"# ===== generate: {run.root.resolve()}/generate.sbatch =====")
+            print(script, end="")
+        else:
+            path = run.root.resolve() / "generate.sbatch"
+            path.write_text(script)
+            job = sbatch(path)
+            print(f"submitted batch job {job} for generate + evaluate after every stage: {path}; "
+                  f"log {run.root.resolve()}/slurm-{job}.out")
     return 0

@@ -17,7 +17,7 @@ from tests.distributed.test_slurm import job_field, slurm_cluster, wait_until  #
 
 
 def scripts_by_stage(out: str) -> dict[str, str]:
-    parts = re.split(r"^# ===== stage (\w+): .*=====\n", out, flags=re.M)
+    parts = re.split(r"^# ===== (?:stage )?(\w+): .*=====\n", out, flags=re.M)
     return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
@@ -26,7 +26,14 @@ def test_dry_run_prints_every_stage_with_its_dependencies(tmp_path, capsys, monk
     assert main(["submit", "recipe=demo/cascade", "slurm.gpus_per_node=0", "slurm.time=01:00:00",
                  "stages.prior.slurm.time=02:00:00", "--dry-run"]) == 0
     scripts = scripts_by_stage(capsys.readouterr().out)
-    assert list(scripts) == ["clip", "decoder", "temporal_decoder", "prior", "sr_low", "temporal_sr_low", "sr_high"]
+    stages = ["clip", "decoder", "temporal_decoder", "prior", "sr_low", "temporal_sr_low", "sr_high"]
+    assert list(scripts) == [*stages, "generate"]
+    # The last job runs `pipeline` with the same arguments after every stage's job: it skips them and generates.
+    generate = scripts.pop("generate")
+    assert re.findall(r"^#SBATCH --dependency=afterok:(.*)$", generate, flags=re.M) == [
+        ":".join(f"<job id of {s}>" for s in stages)]
+    assert ("-m mav_train pipeline recipe=demo/cascade slurm.gpus_per_node=0 slurm.time=01:00:00 "
+            "stages.prior.slurm.time=02:00:00\n") in generate.replace(" &\n", "\n")
     deps = {stage: re.findall(r"^#SBATCH --dependency=afterok:(.*)$", s, flags=re.M) for stage, s in scripts.items()}
     assert deps["clip"] == [] and deps["sr_low"] == [] and deps["sr_high"] == []  # run at once, in parallel
     assert deps["temporal_decoder"] == ["<job id of decoder>:<job id of clip>"]
