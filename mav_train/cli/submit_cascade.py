@@ -12,8 +12,17 @@ import sys
 from pathlib import Path
 
 from mav_train.cascade import CascadeRun, load_run
-from mav_train.cli.submit import (CONFIG_NAME, SCRIPT_NAME, TEMPLATE, job_config, render, render_script, sbatch,
-                                  sbatch_lines, slurm_dir)
+from mav_train.cli.submit import (
+    CONFIG_NAME,
+    SCRIPT_NAME,
+    TEMPLATE,
+    job_config,
+    render,
+    render_script,
+    sbatch,
+    sbatch_lines,
+    slurm_dir,
+)
 from mav_train.config.cascade import needs
 from mav_train.config.load import save_config
 
