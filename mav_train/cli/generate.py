@@ -115,7 +115,10 @@ def run(args: list[str]) -> int:
         raise ConfigError("generate: give image= or video=, not both")
     cfg = load_pipeline(values["pipeline"], stage_items)
     names = chain_stages(cfg, values)
-    num = int(values["num"])
+    num = _int(values, "num")
+    _int(values, "seed")
+    if values["frames"] is not None:
+        _int(values, "frames")
     if num < 1:
         raise ConfigError(f"generate: num must be >= 1, got {num}")
     if names[0] == "prior" and values["prompt"] is None:
@@ -152,17 +155,25 @@ def run(args: list[str]) -> int:
     return 0
 
 
+def _int(values: dict, key: str) -> int:
+    try:
+        return int(values[key])
+    except ValueError:
+        raise ConfigError(f"generate: {key} must be an integer, got '{values[key]}'") from None
+
+
 def _state_from_file(stages, pixels: torch.Tensor, kind: str, num: int, fps: float | None):
     """The chain's start for an image or video input: as pixels (↑F, SR) or as the CLIP embedding of the image /
     the video's first frame (decoders), repeated ``num`` times; the embedding also conditions SR stages that take
     one."""
     from mav_train.pipeline.run import ChainState
 
-    clip_stage = next((s for s in stages if s.uses_clip()), stages[0])
-    first = pixels if pixels.ndim == 4 else pixels[:, :, 0]
-    with torch.no_grad():
-        emb = clip_stage.module.clip.encode_image(first).expand(num, -1)
-    state = ChainState(image_emb=emb, fps=fps)
+    state = ChainState(fps=fps)
+    clip_stage = next((s for s in stages if s.uses_clip()), None)
+    if kind == "embedding" or clip_stage is not None:  # an SR-only chain of a user video needs no CLIP
+        first = pixels if pixels.ndim == 4 else pixels[:, :, 0]
+        with torch.no_grad():
+            state.image_emb = (clip_stage or stages[0]).module.clip.encode_image(first).expand(num, -1)
     if kind != "embedding":
         state.pixels = pixels.expand(num, *pixels.shape[1:]).clone()
     return state

@@ -185,3 +185,4 @@ def test_bad_input_is_one_line_before_sampling(ckpts, tmp_path, capsys, monkeypa
     _fails(capsys, [f"temporal_decoder={ckpts['temporal_decoder']}"], "give prior= with a prompt")
     _fails(capsys, ["prompt=x", f"image={tmp_path / 'none.png'}", *ok], "cannot read image")
     _fails(capsys, ["prompt=x", "pipeline=no_such_pipeline"], "pipeline 'no_such_pipeline' not found")
+    _fails(capsys, ["prompt=x", *ok, "num=two"], "num must be an integer, got 'two'")
