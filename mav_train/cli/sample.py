@@ -14,6 +14,7 @@ from mav_train.cli.keyvalues import parse_key_values
 from mav_train.components.base import Conditions
 from mav_train.components.registry import load_component
 from mav_train.config.load import ConfigError
+from mav_train.diffusion.samplers import SAMPLERS
 from mav_train.evaluation.sample_files import decode_mp4
 from mav_train.media import save_image_grid, save_video_grid, to_uint8, write_mp4
 
@@ -21,12 +22,13 @@ HELP = """\
 Sample images (decoder) or videos (temporal_decoder) from a checkpoint, conditioned on an image's CLIP embedding.
 
 usage: python -m mav_train sample checkpoint=PATH image=PATH [num=4] [fps=8] [steps=N] [guidance=S]
-                                  [seed=0] [out=DIR] [ema=true]
+                                  [sampler=ddim|ddpm|dpmpp] [seed=0] [out=DIR] [ema=true]
 
   checkpoint  a .ckpt written by fit (or by consolidate)
   image       the image whose CLIP embedding conditions the samples (variations; for D^t, animation of it), or
               a directory: one sample per .png/.jpg image (or per .mp4 clip, conditioned on its first frame),
               named after it, with its .txt caption copied beside the sample (num is then ignored)
+  sampler     the recipe's diffusion.sampler unless given; dpmpp is DPM-Solver++(2M), good at fewer steps
   fps         frames per second the video is conditioned on and written at (temporal components)
   out         where to write samples.png / samples.mp4 (the grid) and each sample as 000.png / 000.mp4 (or
               NAME.png / NAME.mp4 for a directory) (default: beside the checkpoint, samples-cli/)
@@ -34,11 +36,14 @@ usage: python -m mav_train sample checkpoint=PATH image=PATH [num=4] [fps=8] [st
 Judge toy-world samples: `prepare heldout --out H`, `sample ... image=H out=S`, `evaluate toy samples=S`."""
 
 KEYS = {"checkpoint": None, "image": None, "num": "4", "fps": "8", "steps": None, "guidance": None, "seed": "0",
-        "out": None, "ema": "true"}
+        "out": None, "ema": "true", "sampler": None}
 
 
 def parse(args: list[str]) -> dict[str, str | None]:
-    return parse_key_values("sample", args, KEYS, ("checkpoint", "image"))
+    values = parse_key_values("sample", args, KEYS, ("checkpoint", "image"))
+    if values["sampler"] is not None and values["sampler"] not in SAMPLERS:
+        raise ConfigError(f"sample: unknown sampler '{values['sampler']}'; valid: {', '.join(SAMPLERS)}")
+    return values
 
 
 IMAGE_SUFFIXES, VIDEO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp"), (".mp4",)
@@ -105,7 +110,7 @@ def run(args: list[str]) -> int:
         shape = (num, cfg.unet.out_channels, cfg.data.resolution, cfg.data.resolution)
     generator = torch.Generator().manual_seed(int(v["seed"]))
     samples = module.sample(cond, shape, generator=generator, steps=int(v["steps"]) if v["steps"] else None,
-                            guidance_scale=float(v["guidance"]) if v["guidance"] else None)
+                            guidance_scale=float(v["guidance"]) if v["guidance"] else None, sampler=v["sampler"])
     out = Path(v["out"]) if v["out"] else Path(v["checkpoint"]).parent / "samples-cli"
     if samples.ndim == 5:
         path = save_video_grid(samples, out / "samples.mp4", fps=float(v["fps"]))

@@ -40,7 +40,7 @@ class StageSettings:
     checkpoint: str | None = None  # a .ckpt / .safetensors written by fit or consolidate; null: stage left out
     steps: int | None = None  # sampling steps (default: the checkpoint's diffusion.sample_steps)
     guidance: float | None = None  # classifier-free guidance scale (default: diffusion.guidance_scale)
-    sampler: str | None = None  # diffusion.sampler to sample with (ddim, ddpm, ...)
+    sampler: str | None = None  # diffusion.sampler to sample with (ddim, ddpm, dpmpp)
     eta: float | None = None  # DDIM eta
     candidates: int | None = None  # prior: samples per prompt, the one closest to the text kept
     fps: float | None = None  # temporal_decoder: frames per second of the generated clip (default 8)

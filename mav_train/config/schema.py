@@ -78,7 +78,7 @@ class DiffusionConfig:
     # Min-SNR-gamma loss weighting (0 = off, plain MSE on the target); 5 is the paper's value.
     min_snr_gamma: float = 0.0
     # Sampling defaults (overridable per call).
-    sampler: str = "ddim"  # ddim | ddpm
+    sampler: str = "ddim"  # ddim | ddpm | dpmpp (DPM-Solver++ 2M, deterministic)
     sample_steps: int = 50
     ddim_eta: float = 0.0
     guidance_scale: float = 3.0

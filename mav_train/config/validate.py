@@ -16,7 +16,7 @@ CHOICES = {
     "data.small_images": ("upscale", "skip"),
     "diffusion.schedule": ("cosine", "linear"),
     "diffusion.parameterization": ("eps", "v", "x0"),
-    "diffusion.sampler": ("ddim", "ddpm"),
+    "diffusion.sampler": ("ddim", "ddpm", "dpmpp"),
     "logger.kind": ("wandb", "csv", "none"),
     "logger.mode": ("auto", "online", "offline", "disabled"),
     "checkpoint.resume": ("auto", "never"),

@@ -1,4 +1,4 @@
-"""Diffusion core: noise schedules, eps/v parameterisation, MSE loss, DDPM/DDIM samplers, guidance."""
+"""Diffusion core: noise schedules, eps/v parameterisation, MSE loss, DDPM/DDIM/DPM-Solver++(2M) samplers, guidance."""
 
 from mav_train.diffusion.gaussian import GaussianDiffusion
 from mav_train.diffusion.guidance import batched_guided_model_fn, guided_model_fn

@@ -17,7 +17,7 @@ from mav_train.diffusion.schedule import make_betas
 
 
 class GaussianDiffusion(nn.Module):
-    """Noise schedule, parameterisation (``eps``, ``v`` or ``x0``), MSE loss and DDPM/DDIM samplers.
+    """Noise schedule, parameterisation (``eps``, ``v`` or ``x0``), MSE loss and DDPM/DDIM/DPM-Solver++ samplers.
 
     The schedule lives in non-persistent float32 buffers (computed in float64), so ``.to(device)`` moves it
     and checkpoints do not contain it. Dtype casts of the module (``.half()``, Lightning's ``bf16-true``) do
@@ -34,6 +34,9 @@ class GaussianDiffusion(nn.Module):
         check_sampler(cfg.sampler)
         if cfg.ddim_eta < 0.0:
             raise ValueError(f"ddim_eta must be >= 0, got {cfg.ddim_eta}")
+        if cfg.sampler == "dpmpp" and cfg.ddim_eta > 0.0:
+            raise ValueError(f"sampler dpmpp (DPM-Solver++ 2M) is deterministic: ddim_eta must be 0, "
+                             f"got {cfg.ddim_eta}")
         self.cfg = cfg
         betas = make_betas(cfg.schedule, cfg.timesteps, cfg.linear_start, cfg.linear_end)
         if not 1 <= cfg.sample_steps <= cfg.timesteps:
@@ -156,7 +159,8 @@ class GaussianDiffusion(nn.Module):
     ) -> Tensor:
         """Denoise ``noise`` (x_T, ``b ...``) to x0 of the same shape; ``model_fn(x_t, t (b,)) -> model_out``.
 
-        Defaults from the config: ``sampler``, ``steps=sample_steps``, ``eta=ddim_eta`` (DDIM only) and
+        Defaults from the config: ``sampler`` (ddim, ddpm or dpmpp), ``steps=sample_steps``, ``eta=ddim_eta``
+        (DDIM only) and
         ``clip_denoised`` (clamp the predicted x0 to [-1, 1]; the implied noise is then recomputed from it).
         Fresh noise of DDPM and DDIM(eta>0) steps comes from ``generator`` when given (any device).
         ``model_fn`` gets the original timestep (in ``[0, T)``) even when respaced; ``callback(step_index,

@@ -1,4 +1,4 @@
-"""Ancestral DDPM and DDIM sampling loops over a (possibly respaced) subset of timesteps.
+"""Ancestral DDPM, DDIM and DPM-Solver++(2M) sampling loops over a (possibly respaced) subset of timesteps.
 
 The loops are independent of the parameterisation: they receive ``predict(x_t, t) -> (x0, eps)``. Step
 coefficients are Python floats from the float64 ``alphas_cumprod``, so the loop runs in the dtype of the
@@ -16,7 +16,7 @@ from torch import Tensor
 
 from mav_train.diffusion.schedule import spaced_timesteps
 
-SAMPLERS = ("ddim", "ddpm")
+SAMPLERS = ("ddim", "ddpm", "dpmpp")
 
 Predict = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 # callback(step_index, timestep, x_prev, x0_pred): called after every step.
@@ -87,6 +87,39 @@ def ddpm_step(
     return x_prev
 
 
+def dpmpp_step(x_t: Tensor, x0: Tensor, ac_t: float, ac_prev: float, ac_before: float | None,
+               x0_previous: Tensor | None) -> Tensor:
+    """One step of DPM-Solver++(2M) (Lu et al. 2022, algorithm 2), the data-prediction multistep solver.
+
+    From ``x_t`` at ``alphas_cumprod`` ``ac_t`` to ``ac_prev`` (the next, less noisy one). With ``alpha = sqrt(ac)``,
+    ``sigma = sqrt(1 - ac)`` and ``lambda = log(alpha / sigma)``, ``h = lambda_prev - lambda_t``:
+
+        x_prev = sigma_prev / sigma_t * x_t + alpha_prev * (1 - exp(-h)) * D
+
+    where ``D = x0`` (first order: the first step, and the last step into ``ac_prev = 1``, where the second-order
+    correction is undefined) or ``D = (1 + 1/(2r)) x0 - 1/(2r) x0_previous`` with ``r = h_before / h``, the
+    step-size ratio to the step before (``ac_before`` is the ``alphas_cumprod`` that step started from).
+    ``exp(-h) = alpha_t sigma_prev / (sigma_t alpha_prev)`` is computed as that ratio, so a first timestep with
+    ``alpha_t = 0`` (zero terminal SNR) is fine.
+    """
+    alpha_t, sigma_t = math.sqrt(ac_t), math.sqrt(1.0 - ac_t)
+    alpha_prev, sigma_prev = math.sqrt(ac_prev), math.sqrt(max(1.0 - ac_prev, 0.0))
+    decay = alpha_t * sigma_prev / (sigma_t * alpha_prev)  # exp(-h)
+    data = x0
+    if x0_previous is not None and ac_before is not None and sigma_prev > 0.0 and alpha_t > 0.0:
+        h = _log_snr_half(ac_prev) - _log_snr_half(ac_t)
+        h_before = _log_snr_half(ac_t) - _log_snr_half(ac_before)
+        if h > 0.0 and h_before > 0.0 and math.isfinite(h_before):
+            half_inverse_r = h / (2.0 * h_before)
+            data = (1.0 + half_inverse_r) * x0 - half_inverse_r * x0_previous
+    return (sigma_prev / sigma_t) * x_t + alpha_prev * (1.0 - decay) * data
+
+
+def _log_snr_half(ac: float) -> float:
+    """``lambda = log(alpha / sigma) = 0.5 * log(ac / (1 - ac))``; -inf at ``ac = 0``."""
+    return 0.5 * (math.log(ac) - math.log1p(-ac)) if ac > 0.0 else -math.inf
+
+
 def sample_loop(
     predict: Predict,
     noise: Tensor,
@@ -98,7 +131,9 @@ def sample_loop(
     callback: Callback | None = None,
     noise_fn: NoiseFn | None = None,
 ) -> Tensor:
-    """Run ``sampler`` from ``noise`` (x_T, any shape ``b ...``) over ``steps`` trailing-spaced timesteps.
+    """Run ``sampler`` (ddim, ddpm or dpmpp) from ``noise`` (x_T, any shape ``b ...``) over ``steps``
+    trailing-spaced timesteps. ``dpmpp`` (DPM-Solver++ 2M) is deterministic: it draws no noise, so ``generator``
+    and ``noise_fn`` do not change its result, and ``eta`` must be 0.
 
     ``alphas_cumprod``: float64 ``(T,)``. ``predict`` receives ``t`` as a LongTensor ``(b,)`` of the original
     (un-respaced) timestep. ``noise_fn``, when given, draws the fresh noise of stochastic steps instead of
@@ -107,8 +142,10 @@ def sample_loop(
     check_sampler(sampler)
     if eta < 0.0:
         raise ValueError(f"ddim eta must be >= 0, got {eta}")
+    if sampler == "dpmpp" and eta > 0.0:
+        raise ValueError(f"sampler dpmpp (DPM-Solver++ 2M) is deterministic; ddim eta must be 0, got {eta}")
     timesteps = spaced_timesteps(alphas_cumprod.shape[0], steps)
-    x = noise
+    x, x0_previous = noise, None
     for i, t in enumerate(timesteps):
         ac_t = float(alphas_cumprod[t])
         ac_prev = float(alphas_cumprod[timesteps[i + 1]]) if i + 1 < len(timesteps) else 1.0
@@ -116,8 +153,12 @@ def sample_loop(
         x0, eps = predict(x, t_batch)
         if sampler == "ddim":
             x_next = ddim_step(x, x0, eps, ac_t, ac_prev, eta, generator, noise_fn)
-        else:
+        elif sampler == "ddpm":
             x_next = ddpm_step(x, x0, ac_t, ac_prev, generator, noise_fn)
+        else:
+            ac_before = float(alphas_cumprod[timesteps[i - 1]]) if i > 0 else None
+            x_next = dpmpp_step(x, x0, ac_t, ac_prev, ac_before, x0_previous)
+            x0_previous = x0
         x = x_next.to(noise.dtype)
         if callback is not None:
             callback(i, t, x, x0)

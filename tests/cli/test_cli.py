@@ -145,7 +145,7 @@ def test_fit_from_scratch_says_so(tmp_path, demo_cache):
 
 def test_sample_images_from_decoder(decoder_run, tmp_path, demo_cache):
     out = run_cli(["sample", f"checkpoint={decoder_run / 'last.ckpt'}",
-                   f"image={decoder_run / 'samples' / 'step0000002.png'}", "num=3", "steps=2",
+                   f"image={decoder_run / 'samples' / 'step0000002.png'}", "num=3", "steps=2", "sampler=dpmpp",
                    f"out={tmp_path}"], tmp_path, demo_cache)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "samples.png").is_file()

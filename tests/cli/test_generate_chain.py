@@ -93,7 +93,7 @@ def test_text_to_image_chain_with_a_pipeline_file(ckpts, tmp_path):
         f"{n}: {{checkpoint: {ckpts[n]}, steps: 2}}\n" for n in ("prior", "decoder", "sr_low", "sr_high")))
     out = tmp_path / "img"
     assert main(["generate", f"prompt={PROMPT}", f"pipeline={pipeline}", "num=2", f"out={out}",
-                 "progress=false", "sr_low.noise_level=0.1"]) == 0
+                 "progress=false", "sr_low.noise_level=0.1", "decoder.sampler=dpmpp"]) == 0
     from PIL import Image
 
     assert Image.open(out / "000.png").size == (32, 32)
@@ -101,6 +101,7 @@ def test_text_to_image_chain_with_a_pipeline_file(ckpts, tmp_path):
     assert (out / "grid.png").is_file()
     record = json.loads((out / "generate.json").read_text())
     assert record["stages"][2]["settings"]["noise_level"] == 0.1
+    assert record["stages"][1]["effective_settings"]["sampler"] == "dpmpp"
 
 
 def test_image_animation_and_video_frame_rate(ckpts, tmp_path):
@@ -186,3 +187,4 @@ def test_bad_input_is_one_line_before_sampling(ckpts, tmp_path, capsys, monkeypa
     _fails(capsys, ["prompt=x", f"image={tmp_path / 'none.png'}", *ok], "cannot read image")
     _fails(capsys, ["prompt=x", "pipeline=no_such_pipeline"], "pipeline 'no_such_pipeline' not found")
     _fails(capsys, ["prompt=x", *ok, "num=two"], "num must be an integer, got 'two'")
+    _fails(capsys, ["prompt=x", *ok, "prior.sampler=euler"], "euler")
