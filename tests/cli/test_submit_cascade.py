@@ -77,7 +77,7 @@ def test_two_stage_chain_runs_in_order_on_slurm(tmp_path, demo_cache, slurm_clus
         assert job_field(second, "Dependency").startswith(f"afterok:{first}") or \
             job_field(second, "JobState") != "PENDING"
         wait_until(lambda: job_field(second, "JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"),
-                   420, "the second stage to finish", log)
+                   600, "the second stage to finish", log)
     finally:
         for job in (first, second):
             if job_field(job, "JobState") in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING"):
