@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -49,7 +50,8 @@ def write_mp4(frames: list[np.ndarray], path: Path, fps: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = frames[0].shape[:2]
     h2, w2 = h + h % 2, w + w % 2
-    rate = max(1, int(round(fps)))
+    # Fractional rates (7.5 fps) are kept exactly; at least 1 fps.
+    rate = Fraction(max(1.0, float(fps))).limit_denominator(1001)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = w2, h2, "yuv420p"
@@ -58,3 +60,41 @@ def write_mp4(frames: list[np.ndarray], path: Path, fps: float) -> None:
                 frame = np.pad(frame, ((0, h2 - h), (0, w2 - w), (0, 0)))
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
         container.mux(stream.encode())
+
+
+def read_video(path: Path) -> tuple[torch.Tensor, float]:
+    """A video file's frames ``t 3 h w`` in [-1, 1] and its frame rate (PyAV). ValueError when unreadable."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate) if stream.average_rate else 0.0
+            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    except (av.FFmpegError, IndexError, OSError) as err:
+        raise ValueError(f"cannot read video {path}: {err}") from err
+    if not frames:
+        raise ValueError(f"video {path} has no frames")
+    video = torch.from_numpy(np.stack(frames)).float() / 127.5 - 1.0
+    return rearrange(video, "t h w c -> t c h w"), rate
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """An image file as ``3 h w`` in [-1, 1]. ValueError when unreadable."""
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"), dtype=np.float32)
+    except OSError as err:
+        raise ValueError(f"cannot read image {path}: {err}") from err
+    return rearrange(torch.from_numpy(array), "h w c -> c h w") / 127.5 - 1.0
+
+
+def square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``... c h w`` centre-cropped to a square and resized to ``size`` (antialiased bicubic, in [-1, 1])."""
+    from mav_train.components.low_res import downsample, upsample
+
+    h, w = x.shape[-2:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    x = x[..., top:top + side, left:left + side]
+    if side == size:
+        return x
+    return downsample(x, size) if side > size else upsample(x, size).clamp(-1, 1)

@@ -23,6 +23,7 @@ VERBS = {
     "evaluate": "mav_train.cli.evaluate",
     "embed": "mav_train.cli.embed",
     "generate": "mav_train.cli.generate",
+    "pipeline": "mav_train.cli.pipeline",
 }
 
 OVERRIDES_HELP = """\

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from mav_train.config.load import list_recipe_names, read_recipe
+from mav_train.config.load import list_cascade_names, list_recipe_names, read_recipe
 
 HELP = """\
-List every recipe with its component and one-line description.
+List every recipe with its one-line description: component recipes (for fit, submit), then cascades (for
+pipeline, submit).
 
 usage: python -m mav_train recipes"""
 
 
 def run(args: list[str]) -> int:
-    names = list_recipe_names()
+    names = list_recipe_names() + list_cascade_names()
     width = max((len(n) for n in names), default=0)
     for name in names:
         data = read_recipe(name)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from mav_train.cli.fit import recipe_and_overrides
 from mav_train.components.registry import COMPONENTS
-from mav_train.config.load import ConfigError, load_config, save_config
+from mav_train.config.load import ConfigError, is_cascade, load_config, save_config
 from mav_train.config.validate import validate
 from mav_train.training import with_run_dir
 
@@ -35,7 +35,13 @@ the job requeues itself; the requeued job resumes from that checkpoint and logs 
 slurm.*: nodes, gpus_per_node, tasks_per_node, cpus_per_task, partition, account, qos, time, mem,
 requeue_signal_seconds, extra_sbatch (list of #SBATCH lines), setup (list of shell lines run first),
 python (default: this interpreter), job_name.
---dry-run prints the script and changes nothing."""
+--dry-run prints the script and changes nothing.
+
+A cascade recipe (recipe=demo/cascade): one job per stage not yet finished, each run in run_root/STAGE and held
+with --dependency=afterok until the stages it needs (parent, clip) have completed; independent branches run in
+parallel. key=value applies to every stage, stages.NAME.key=value to one (e.g. stages.prior.slurm.time=2:00:00).
+A last job after all of them runs `pipeline` with the same arguments (skips the trained stages, generates).
+--dry-run prints every script."""
 
 TEMPLATE = "train.sbatch"
 SCRIPT_NAME = "submit.sbatch"
@@ -136,6 +142,10 @@ def sbatch(script: Path) -> str:
 def run(args: list[str]) -> int:
     dry_run = "--dry-run" in args
     recipe, overrides = recipe_and_overrides([a for a in args if a != "--dry-run"])
+    if is_cascade(recipe):
+        from mav_train.cli.submit_cascade import submit_cascade
+
+        return submit_cascade(recipe, overrides, dry_run)
     cfg = job_config(recipe, overrides)
     script = render_script(cfg, Path(os.getcwd()).resolve())
     if dry_run:

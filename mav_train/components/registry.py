@@ -47,12 +47,21 @@ def load_checkpoint_file(path: str | Path) -> dict:
 
 def load_component(path: str | Path, map_location: str = "cpu") -> DiffusionComponent:
     """Rebuild the component saved in a checkpoint (its config travels in the hyperparameters)."""
-    ckpt = load_checkpoint_file(path)
+    return component_from_checkpoint(load_checkpoint_file(path), path).to(map_location).eval()
+
+
+def component_from_checkpoint(ckpt: dict, path: str | Path, config_updates: dict | None = None) -> DiffusionComponent:
+    """The component of an already read checkpoint ``ckpt`` (read from ``path``), in eval mode on the CPU.
+    ``config_updates`` (``{"diffusion": {"sampler": "ddpm"}}``) change how it samples, never its weights."""
+    from omegaconf import OmegaConf
+
     config = ckpt["hyper_parameters"]["config"]
+    if config_updates:
+        config = OmegaConf.to_container(OmegaConf.merge(config, config_updates))
     module = component_class(config["component"])(config)
     module.load_state_dict(ckpt["state_dict"])
     from mav_train.components.clip_source import check_clip_fingerprint
 
     # The CLIP is rebuilt from the saved config: it must be the very one the checkpoint was trained with.
     check_clip_fingerprint(ckpt, module.clip_fingerprint(), f"checkpoint {path}")
-    return module.to(map_location).eval()
+    return module.eval()

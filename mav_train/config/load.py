@@ -44,9 +44,41 @@ def recipe_path(name: str) -> Path:
     raise ConfigError(f"recipe '{name}' not found under {recipes_dir()} (known recipes: {known})")
 
 
-def list_recipe_names() -> list[str]:
+PIPELINES = "pipelines"  # recipes/pipelines/NAME.yaml: the stage checkpoints and settings of `generate`
+
+
+def _all_recipe_names() -> list[str]:
     root = recipes_dir()
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml")
+                  if p.relative_to(root).parts[0] != PIPELINES)
+
+
+def is_cascade(name: str) -> bool:
+    """A cascade recipe (``recipes/demo/cascade.yaml``): a list of ``stages``, trained by ``pipeline``."""
+    return "stages" in read_recipe(name)
+
+
+def list_recipe_names() -> list[str]:
+    """The component recipes (one run each); cascades and ``pipelines/`` files are not among them."""
+    return [name for name in _all_recipe_names() if not is_cascade(name)]
+
+
+def list_cascade_names() -> list[str]:
+    return [name for name in _all_recipe_names() if is_cascade(name)]
+
+
+def pipeline_path(name: str) -> Path:
+    """Resolve ``generate pipeline=NAME`` (``recipes/pipelines/NAME.yaml``) or a path to a YAML file."""
+    as_path = Path(name)
+    if as_path.suffix in (".yaml", ".yml"):
+        if as_path.is_file():
+            return as_path
+        raise ConfigError(f"pipeline file {as_path} not found")
+    candidate = recipes_dir() / PIPELINES / f"{name}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = ", ".join(sorted(p.stem for p in (recipes_dir() / PIPELINES).glob("*.yaml"))) or "none"
+    raise ConfigError(f"pipeline '{name}' not found under {recipes_dir() / PIPELINES} (known: {known})")
 
 
 class _RecipeLoader(yaml.SafeLoader):
@@ -91,6 +123,9 @@ def _recipe_chain(name: str) -> list[dict]:
             raise ConfigError(f"recipe base chain is circular or too deep: {' -> '.join(seen + [current])}")
         seen.append(current)
         data = read_recipe(current)
+        if "stages" in data:
+            raise ConfigError(f"recipe '{current}' is a cascade of stages: train it with `python -m mav_train "
+                              f"pipeline recipe={current}` (or `submit recipe={current}`)")
         current = data.pop("base", None)
         chain.append(data)
     return list(reversed(chain))
@@ -197,3 +232,30 @@ def config_from_container(data: dict) -> DictConfig:
         raise ConfigError(_describe(err)) from err
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def load_structured(schema: type, layers: list[dict | DictConfig], what: str) -> DictConfig:
+    """``layers`` merged over the dataclass ``schema`` (structured mode: an unknown key or a wrong type is one
+    :class:`ConfigError` line naming the dotted key, prefixed with ``what``), read-only."""
+    try:
+        merged = OmegaConf.structured(schema)
+        for layer in layers:
+            merged = OmegaConf.merge(merged, layer)
+        OmegaConf.to_container(merged, throw_on_missing=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{what}: {_describe(err)}") from err
+    OmegaConf.set_readonly(merged, True)
+    return merged
+
+
+def read_yaml_file(path: Path, what: str) -> dict:
+    """A YAML mapping from ``path`` (the recipes' loader: ``48:00:00`` stays a string); one line on failure."""
+    try:
+        data = yaml.load(Path(path).read_text(), Loader=_RecipeLoader) or {}
+    except OSError as err:
+        raise ConfigError(f"{what} {path}: cannot read it ({err.strerror or err})") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what} {path}: invalid YAML: {err}".replace("\n", " ")) from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data

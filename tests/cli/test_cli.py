@@ -13,7 +13,7 @@ import torch
 
 from datamodules.heldout import write_heldout
 from mav_train.components.registry import COMPONENTS
-from mav_train.config.load import list_recipe_names, load_config
+from mav_train.config.load import list_cascade_names, list_recipe_names, load_config
 from mav_train.config.validate import validate
 from tests.conftest import REPO, run_cli
 
@@ -35,8 +35,9 @@ def test_recipes_lists_every_recipe_with_description(tmp_path, demo_cache):
     out = run_cli(["recipes"], tmp_path, demo_cache)
     assert out.returncode == 0
     lines = out.stdout.strip().splitlines()
-    assert len(lines) == len(list_recipe_names())
-    for name, line in zip(list_recipe_names(), lines, strict=True):
+    names = list_recipe_names() + list_cascade_names()
+    assert len(lines) == len(names) and "demo/cascade" in names
+    for name, line in zip(names, lines, strict=True):
         assert line.startswith(name) and len(line.split(None, 1)[1]) > 20
 
 

@@ -83,7 +83,8 @@ def test_embed_fit_generate_round_trip(tmp_path, capsys, monkeypatch):
                  f"out={out}", "prior_steps=4", "steps=4"]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == ["000.png", "000.txt", "001.png", "001.txt", "002.png", "002.txt", "003.png", "003.txt",
-                     "grid.png"]
+                     "generate.json", "grid.png", "stages"]
+    assert sorted(p.name for p in (out / "stages").iterdir()) == ["decoder", "prior"]
     assert (out / "002.txt").read_text().strip().startswith("a small green square")
 
 

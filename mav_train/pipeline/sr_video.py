@@ -1,6 +1,4 @@
-"""Steps of the inference chain ``video = SR_h ∘ SR_l^t ∘ ↑F ∘ D^t ∘ P ∘ (x̂, C_x(x))`` that are more than one
-component call. Today: SR_h on video.
-"""
+"""SR_h on video: the image net run frame by frame with one noise draw shared by every frame of a clip."""
 
 from __future__ import annotations
 
@@ -21,7 +19,8 @@ def _shared_noise(shape: tuple[int, ...], frames: int, generator: torch.Generato
 
 @torch.no_grad()
 def sr_high_on_video(sr_high: SrHigh, video: Tensor, *, generator: torch.Generator | None = None,
-                     steps: int | None = None, noise_level: float | None = None) -> Tensor:
+                     steps: int | None = None, noise_level: float | None = None,
+                     guidance_scale: float | None = None, image_emb: Tensor | None = None) -> Tensor:
     """Upsample ``video`` (``b 3 t l l``, l = SR_h's ``model.low_res``, values in [-1, 1]) frame by frame with the
     image net SR_h to ``b 3 t R R``.
 
@@ -29,14 +28,15 @@ def sr_high_on_video(sr_high: SrHigh, video: Tensor, *, generator: torch.Generat
     across frames. Here every random draw is shared by the frames of a clip: the initial noise x_T, the noise of
     the low-res input's augmentation, and the fresh noise of every stochastic sampler step (DDPM, DDIM eta > 0).
     Identical input frames therefore give identical output frames. The ``t`` frames of one clip go through the
-    network as one batch; clips one after another.
+    network as one batch; clips one after another. ``image_emb`` (``b d``), for an SR_h conditioned on the CLIP
+    image embedding, conditions every frame of its clip.
     """
     if video.ndim != 5:
         raise ValueError(f"video must be b 3 t h w, got shape {tuple(video.shape)}")
     c, t = video.shape[1:3]
     size, device = sr_high.cfg.data.resolution, sr_high.device
     outs = []
-    for clip in video:
+    for i, clip in enumerate(video):
         x_t = _shared_noise((1, sr_high.cfg.unet.out_channels, size, size), t, generator, device)
         aug = _shared_noise((1, c, size, size), t, generator, device)
 
@@ -44,7 +44,8 @@ def sr_high_on_video(sr_high: SrHigh, video: Tensor, *, generator: torch.Generat
             return _shared_noise((1, *x.shape[1:]), x.shape[0], generator, device)
 
         frames = rearrange(clip, "c t h w -> t c h w")
-        out = sr_high.upsample(frames, generator=generator, steps=steps, noise_level=noise_level, noise=x_t,
-                               aug_noise=aug, noise_fn=step_noise)
+        emb = None if image_emb is None else repeat(image_emb[i], "d -> t d", t=t)
+        out = sr_high.upsample(frames, image_emb=emb, generator=generator, steps=steps, noise_level=noise_level,
+                               guidance_scale=guidance_scale, noise=x_t, aug_noise=aug, noise_fn=step_noise)
         outs.append(rearrange(out, "t c h w -> c t h w"))
     return torch.stack(outs)
