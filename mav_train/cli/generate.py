@@ -25,8 +25,9 @@ usage: python -m mav_train generate prompt=TEXT|FILE [pipeline=NAME|FILE] [STAGE
              (overrides the file; STAGE=none leaves it out). The chain runs the given stages in that order and
              stops at the last one: prior + temporal_decoder alone give D^t's clips. decoder (+ sr_low) instead
              of temporal_decoder (+ interpolation, temporal_sr_low) makes images.
-  STAGE.KEY  steps, guidance, sampler (ddim, ddpm, dpmpp), eta (every stage); candidates (prior); fps (temporal_decoder, default 8);
-             skip (interpolation, default 5); noise_level (sr_low, temporal_sr_low, sr_high)
+  STAGE.KEY  steps, guidance, sampler (ddim, ddpm, dpmpp), eta (every stage); candidates (prior);
+             fps (temporal_decoder, default 8); skip (interpolation, default 5);
+             noise_level (sr_low, temporal_sr_low, sr_high)
   prompt     a prompt, or a text file with one prompt per line (blank lines ignored); num samples per prompt
   image      animate an image: its CLIP embedding replaces P, and ^F animates it (the image is the first
              frame); without ^F, D^t is conditioned on its embedding

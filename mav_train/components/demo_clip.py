@@ -29,8 +29,9 @@ _DROP_ENV = ("SLURM_", "RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTE
 
 def demo_clip_path(cache_dir: str | Path | None = None, overrides: tuple[str, ...] = ()) -> Path:
     """Where the toy CLIP of the current ``recipes/demo/clip.yaml`` (with ``overrides``) lives. The file name
-    hashes the recipe's text, the overrides and the demo data format version, so an edited recipe trains a new CLIP instead of reusing a stale
-    one, while new schema fields elsewhere (other components' settings) do not invalidate it."""
+    hashes the recipe's text, the overrides and the demo data format version, so an edited recipe or toy world
+    trains a new CLIP instead of reusing a stale one, while new schema fields elsewhere (other components'
+    settings) do not invalidate it."""
     from datamodules.demo import DEMO_FORMAT_VERSION
     from mav_train.config.load import recipe_path
 

@@ -29,9 +29,14 @@ class UNetConfig:
     attention_levels: list[int] = field(default_factory=lambda: [2])
     head_dim: int = 32
     dropout: float = 0.0
+    # GroupNorm: 32 groups, fewer when the UNet is so narrow that a group would hold fewer channels than this.
+    norm_channels_per_group: int = 4
     # Conditioning on the CLIP image embedding: added to the timestep embedding and as extra attention tokens.
     cond_dim: int = 0
     num_cond_tokens: int = 4
+    # Scale the CLIP image embedding to norm sqrt(cond_dim) before use: its direction carries CLIP's meaning, its
+    # norm depends on the CLIP (a trained toy CLIP: ~30, a random one: ~0.2), so the conditioning strength does not.
+    cond_normalize: bool = True
     # Optional text conditioning (per-token CLIP text states as extra attention context); 0 disables.
     text_dim: int = 0
     # Video: pseudo-3D convolutions and attention.
@@ -77,6 +82,9 @@ class DiffusionConfig:
     parameterization: str = "eps"  # eps | v | x0 (the prior predicts x0)
     # Min-SNR-gamma loss weighting (0 = off, plain MSE on the target); 5 is the paper's value.
     min_snr_gamma: float = 0.0
+    # With min-SNR: the x0-error weight never falls below this (0 = plain min-SNR, whose weight SNR -> 0 at the
+    # noisiest timesteps).
+    min_snr_floor: float = 0.0
     # Sampling defaults (overridable per call).
     sampler: str = "ddim"  # ddim | ddpm | dpmpp (DPM-Solver++ 2M, deterministic)
     sample_steps: int = 50

@@ -127,10 +127,12 @@ class GaussianDiffusion(nn.Module):
     def loss_weight(self, t: Tensor) -> Tensor:
         """Min-SNR-gamma weighting (Hang et al. 2023), ``(b,)``: the x0-error weight ``min(SNR, gamma)``
         expressed for this parameterization's target (÷ SNR for eps, ÷ (SNR + 1) for v, as is for x0). It stops the many
-        nearly-clean timesteps from dominating training."""
+        nearly-clean timesteps from dominating training. ``min_snr_floor`` raises the x0-error weight of the noisiest
+        timesteps to at least that value: min-SNR alone gives them weight SNR ≈ 0, and they decide the composition
+        (measured on the toy world: without a floor the decoder never learned where the shape goes)."""
         alphas = self.alphas_cumprod64[t.long().cpu()]
         snr = (alphas / (1.0 - alphas)).clamp(min=1e-12)
-        clipped = snr.clamp(max=self.cfg.min_snr_gamma)
+        clipped = snr.clamp(max=self.cfg.min_snr_gamma, min=self.cfg.min_snr_floor)
         kind = self.cfg.parameterization
         weight = clipped / snr if kind == "eps" else clipped / (snr + 1.0) if kind == "v" else clipped
         return weight.float().to(t.device)

@@ -70,17 +70,19 @@ def _check_batch_vector(name: str, value: Tensor, batch: int) -> None:
 class ConditionEmbedding(nn.Module):
     """The decoder's conditioning, as DALL-E 2's decoder does it.
 
-    The CLIP image embedding is projected and added to the time embedding, and projected into ``num_tokens``
-    context tokens; per-token text states are projected into further context tokens. For classifier-free
-    guidance a dropped image embedding is replaced by a learned null embedding and dropped text tokens are
-    masked out of attention.
+    The CLIP image embedding (scaled to norm sqrt(cond_dim) with ``normalize``) is projected and added to the time
+    embedding, and projected into ``num_tokens`` context tokens; per-token text states are projected into further
+    context tokens. For classifier-free guidance a dropped image embedding is replaced by a learned null embedding
+    and dropped text tokens are masked out of attention.
     """
 
     def __init__(
-        self, cond_dim: int, num_tokens: int, text_dim: int, time_dim: int, context_dim: int
+        self, cond_dim: int, num_tokens: int, text_dim: int, time_dim: int, context_dim: int,
+        normalize: bool = True,
     ) -> None:
         super().__init__()
         self.cond_dim = cond_dim
+        self.normalize = normalize
         self.num_tokens = num_tokens if cond_dim > 0 else 0
         self.text_dim = text_dim
         self.context_dim = context_dim
@@ -154,6 +156,8 @@ class ConditionEmbedding(nn.Module):
                 f"image_emb must have shape ({batch}, {self.cond_dim}), got {tuple(image_emb.shape)}"
             )
         image_emb = image_emb.to(self.null_image_emb.dtype)
+        if self.normalize:
+            image_emb = F.normalize(image_emb, dim=-1) * self.cond_dim**0.5
         if drop_image is None:
             return image_emb
         _check_batch_vector("drop_image", drop_image, batch)

@@ -18,9 +18,11 @@ from mav_train.nn.embeddings import ConditionEmbedding, FpsEmbedding, TimestepEm
 from mav_train.nn.pseudo3d import TEMPORAL_MODULES, FrameConv2d, FrameGroupNorm, Pseudo3DAttention
 
 
-def norm_groups(base_channels: int) -> int:
-    """GroupNorm groups used throughout the UNet: 32, or ``base_channels`` when that is smaller."""
-    return min(32, base_channels)
+def norm_groups(base_channels: int, channels_per_group: int = 4) -> int:
+    """GroupNorm groups used throughout the UNet: 32 (ADM), or fewer for a narrow UNet so that every group holds at
+    least ``channels_per_group`` channels (``unet.norm_channels_per_group``). With one channel per group GroupNorm is
+    InstanceNorm, which removes every feature map's mean, i.e. the flat colour fields the toy world is made of."""
+    return max(1, min(32, base_channels // channels_per_group))
 
 
 def validate_unet_config(cfg: UNetConfig) -> None:
@@ -33,6 +35,7 @@ def validate_unet_config(cfg: UNetConfig) -> None:
         "head_dim",
         "temporal_kernel",
         "max_frames",
+        "norm_channels_per_group",
     ):
         if getattr(cfg, name) < 1:
             raise ValueError(f"unet.{name} must be >= 1, got {getattr(cfg, name)}")
@@ -44,7 +47,7 @@ def validate_unet_config(cfg: UNetConfig) -> None:
         raise ValueError(f"unet.channel_mults must be a non-empty list of positive ints, got {mults}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ValueError(f"unet.dropout must be in [0, 1), got {cfg.dropout}")
-    groups = norm_groups(cfg.base_channels)
+    groups = norm_groups(cfg.base_channels, cfg.norm_channels_per_group)
     if cfg.base_channels % groups != 0:
         raise ValueError(
             f"unet.base_channels {cfg.base_channels} must be divisible by GroupNorm groups {groups}"
@@ -78,7 +81,7 @@ class UNet(nn.Module):
         validate_unet_config(cfg)
         self.cfg = cfg
         base = cfg.base_channels
-        self.norm_groups = norm_groups(base)
+        self.norm_groups = norm_groups(base, cfg.norm_channels_per_group)
         self.time_dim = 4 * base
         self.context_dim = self.time_dim
         self.downsample_factor = 2 ** (len(cfg.channel_mults) - 1)
@@ -87,7 +90,7 @@ class UNet(nn.Module):
         # SR nets: the noise-augmentation level of the low-res input, embedded like a timestep (Imagen).
         self.aug_embed = TimestepEmbedding(base, self.time_dim) if cfg.aug_level_cond else None
         self.cond = ConditionEmbedding(
-            cfg.cond_dim, cfg.num_cond_tokens, cfg.text_dim, self.time_dim, self.context_dim
+            cfg.cond_dim, cfg.num_cond_tokens, cfg.text_dim, self.time_dim, self.context_dim, cfg.cond_normalize
         )
         self.input_conv = FrameConv2d(cfg.in_channels + cfg.extra_in_channels, base, 3, padding=1)
         nn.init.zeros_(self.input_conv.weight[:, cfg.in_channels :])

@@ -22,7 +22,7 @@ RES = 32
 OVERRIDES = ["logger=none", "clip.pretrained=null",  # the seeded random toy CLIP: no training of a CLIP here
              "unet.base_channels=16", "unet.channel_mults=[1,2,4]", "unet.attention_levels=[4]",
              f"data.resolution={RES}", "optim.lr=2e-3", "optim.warmup_steps=20", "ema.decay=0.98",
-             "diffusion.sample_steps=25", "diffusion.guidance_scale=2.0"]
+             "diffusion.sample_steps=25", "diffusion.guidance_scale=1.0"]
 
 
 class FreshToyImages(IterableDataset):
@@ -40,8 +40,8 @@ class FreshToyImages(IterableDataset):
 
 @pytest.mark.xfail(strict=False, reason=(
     "known failure (issue 7 open): after 200 steps with the seeded random toy CLIP the border colour matches the "
-    "caption in 22% of samples (measured 2 Dec 2026), not the 80% this test asks; the decoder does not yet learn "
-    "the toy world within a test's budget. The loss-based overfit test in test_decoder.py still guards learning."))
+    "caption in 31% of samples (measured 3 Dec 2026 with x0-prediction and the min-SNR floor; 22% on 2 Dec), not "
+    "the 80% this test asks. The demo recipe's decoder (trained CLIP, 1400 steps) reads 59% (README)."))
 def test_a_small_decoder_learns_backgrounds_and_colours(tmp_path):
     torch.manual_seed(0)
     steps = 200

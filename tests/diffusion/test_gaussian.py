@@ -155,3 +155,19 @@ def test_min_snr_weighting_caps_the_x0_weight():
     out, x0, noise = _torch.randn(3, 2, 3, 4, 4)
     tt = _torch.tensor([1, 999])
     assert _torch.allclose(plain.loss(out, x0, noise, tt), plain.loss_per_sample(out, x0, noise, tt).mean())
+
+
+def test_min_snr_floor_keeps_the_noisiest_timesteps_weighted():
+    from mav_train.config.schema import DiffusionConfig
+    from mav_train.diffusion import GaussianDiffusion as _Diffusion
+
+    t = torch.tensor([0, 100, 500, 900, 999])
+    for parameterization in ("eps", "v", "x0"):
+        d = _Diffusion(DiffusionConfig(parameterization=parameterization, min_snr_gamma=5.0, min_snr_floor=1.0))
+        alphas = d.alphas_cumprod64[t]
+        snr = alphas / (1 - alphas)
+        to_x0 = {"eps": snr, "v": snr + 1, "x0": torch.ones_like(snr)}[parameterization]
+        x0_weight = d.loss_weight(t).double() * to_x0
+        # min(SNR, 5), raised to 1 where SNR < 1 (plain min-SNR gives t=999 a weight of about 0).
+        assert torch.allclose(x0_weight, snr.clamp(max=5.0, min=1.0), rtol=1e-5), (parameterization, x0_weight)
+        assert x0_weight[-1] == pytest.approx(1.0, rel=1e-5)

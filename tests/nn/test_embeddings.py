@@ -108,3 +108,15 @@ def test_condition_embedding_errors() -> None:
         no_image(2, torch.randn(2, 12))
     with pytest.raises(ValueError, match=r"\(2, 3\), got \(2, 4\)"):
         no_image(2, None, None, torch.randn(2, 3, 5), torch.ones(2, 4, dtype=torch.bool))
+
+
+def test_condition_embedding_normalises_the_image_embedding_scale() -> None:
+    torch.manual_seed(0)
+    emb = ConditionEmbedding(8, 2, 0, 16, 16)
+    x = torch.randn(3, 8)
+    time_add, context, _ = emb(3, x)
+    scaled_add, scaled_context, _ = emb(3, 40.0 * x)  # a CLIP whose embeddings are 40x longer means the same
+    assert torch.allclose(time_add, scaled_add, atol=1e-5) and torch.allclose(context, scaled_context, atol=1e-5)
+    raw = ConditionEmbedding(8, 2, 0, 16, 16, normalize=False)
+    raw.load_state_dict(emb.state_dict())
+    assert not torch.allclose(raw(3, x)[0], raw(3, 40.0 * x)[0], atol=1e-3)
