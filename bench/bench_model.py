@@ -213,7 +213,7 @@ def _diffusers_spec(cfg: BenchConfig, layout: str, last_width: int, layers: int,
         "up_block_types": ["CrossAttnUpBlock3D" if a else "UpBlock3D" for a in reversed(attend)],
         "block_out_channels": widths,
         "layers_per_block": layers,
-        "norm_num_groups": norm_groups(cfg.base_channels, cfg.norm_channels_per_group),
+        "norm_num_groups": norm_groups(cfg.base_channels),
         "cross_attention_dim": 4 * cfg.base_channels,  # = our context-token width (time_dim)
         # diffusers' naming quirk: this is the number of heads of the spatial attention, and the head width of
         # the full-resolution temporal transformer (transformer_in, 8 heads).
@@ -225,7 +225,7 @@ def _diffusers_spec(cfg: BenchConfig, layout: str, last_width: int, layers: int,
 def diffusers_candidates(cfg: BenchConfig, layout: str) -> list[ModelSpec]:
     """UNet3DConditionModel configs to match against: deepest width (multiples of the norm groups) x blocks
     per level. Heads: the attention widths' gcd over our head_dim (head width as ours where widths allow)."""
-    widths, groups = _widths(cfg), norm_groups(cfg.base_channels, cfg.norm_channels_per_group)
+    widths, groups = _widths(cfg), norm_groups(cfg.base_channels)
     attend = _diffusers_attention(cfg, layout)
     low = widths[-2] if len(widths) > 1 else widths[-1]
     specs = []
