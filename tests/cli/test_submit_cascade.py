@@ -26,7 +26,7 @@ def test_dry_run_prints_every_stage_with_its_dependencies(tmp_path, capsys, monk
     assert main(["submit", "recipe=demo/cascade", "slurm.gpus_per_node=0", "slurm.time=01:00:00",
                  "stages.prior.slurm.time=02:00:00", "--dry-run"]) == 0
     scripts = scripts_by_stage(capsys.readouterr().out)
-    stages = ["clip", "decoder", "temporal_decoder", "prior", "sr_low", "temporal_sr_low", "sr_high"]
+    stages = ["clip", "decoder", "temporal_decoder", "interpolation", "prior", "sr_low", "temporal_sr_low", "sr_high"]
     assert list(scripts) == [*stages, "generate"]
     # The last job runs `pipeline` with the same arguments after every stage's job: it skips them and generates.
     generate = scripts.pop("generate")
@@ -37,6 +37,7 @@ def test_dry_run_prints_every_stage_with_its_dependencies(tmp_path, capsys, monk
     deps = {stage: re.findall(r"^#SBATCH --dependency=afterok:(.*)$", s, flags=re.M) for stage, s in scripts.items()}
     assert deps["clip"] == [] and deps["sr_low"] == [] and deps["sr_high"] == []  # run at once, in parallel
     assert deps["temporal_decoder"] == ["<job id of decoder>:<job id of clip>"]
+    assert deps["interpolation"] == ["<job id of temporal_decoder>:<job id of clip>"]
     assert deps["temporal_sr_low"] == ["<job id of sr_low>"] and deps["prior"] == ["<job id of clip>"]
     # Every script is the ordinary requeueing job of its stage, in its own run directory.
     for stage, script in scripts.items():

@@ -53,7 +53,8 @@ def test_video_shapes(overrides: dict) -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"base_channels": 48}, "base_channels 48 must be divisible by GroupNorm groups 32"),
+        ({"base_channels": 200}, "base_channels 200 must be divisible by GroupNorm groups 32"),
+        ({"norm_channels_per_group": 0}, "norm_channels_per_group must be >= 1"),
         ({"head_dim": 12}, "channels 32 must be divisible by head_dim 12"),
         ({"attention_levels": [1], "head_dim": 32}, "channels 16 must be divisible by head_dim 32"),
         ({"attention_levels": [2, 8]}, r"attention_levels \[8\] are not downsampling factors"),
