@@ -64,7 +64,7 @@ def test_submitted_job_requeues_on_usr1_and_resumes_exactly(tmp_path, demo_cache
     try:
         # Training is under way (a checkpoint at step 2 exists): send the requeue signal to the batch shell.
         last = run_dir / "last.ckpt"
-        wait_until(lambda: last.exists() and (checkpoint_step(last) or 0) > 0, 240, "a first checkpoint", log)
+        wait_until(lambda: last.exists() and (checkpoint_step(last) or 0) > 0, 480, "a first checkpoint", log)
         subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True)
         wait_until(lambda: job_field(job_id, "Restarts") == "1", 120, "the job to requeue", log)
         wait_until(lambda: job_field(job_id, "JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"),
