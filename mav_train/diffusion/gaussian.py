@@ -32,6 +32,9 @@ class GaussianDiffusion(nn.Module):
         super().__init__()
         param.check_parameterization(cfg.parameterization)
         check_sampler(cfg.sampler)
+        if cfg.min_snr_floor < 0.0 or (cfg.min_snr_floor > 0.0 and not 0.0 < cfg.min_snr_floor <= cfg.min_snr_gamma):
+            raise ValueError(f"min_snr_floor {cfg.min_snr_floor} needs min_snr_gamma > 0 and at least the floor "
+                             f"(got {cfg.min_snr_gamma}); 0 disables it")
         if cfg.ddim_eta < 0.0:
             raise ValueError(f"ddim_eta must be >= 0, got {cfg.ddim_eta}")
         if cfg.sampler == "dpmpp" and cfg.ddim_eta > 0.0:
@@ -129,7 +132,8 @@ class GaussianDiffusion(nn.Module):
         expressed for this parameterization's target (÷ SNR for eps, ÷ (SNR + 1) for v, as is for x0). It stops the many
         nearly-clean timesteps from dominating training. ``min_snr_floor`` raises the x0-error weight of the noisiest
         timesteps to at least that value: min-SNR alone gives them weight SNR ≈ 0, and they decide the composition
-        (measured on the toy world: without a floor the decoder never learned where the shape goes)."""
+        (toy-world decoder, 700-800 steps: position read 20% with the floor, 5% with unweighted x0 loss, 0% with
+        min-SNR and v-prediction; README)."""
         alphas = self.alphas_cumprod64[t.long().cpu()]
         snr = (alphas / (1.0 - alphas)).clamp(min=1e-12)
         clipped = snr.clamp(max=self.cfg.min_snr_gamma, min=self.cfg.min_snr_floor)

@@ -171,3 +171,12 @@ def test_min_snr_floor_keeps_the_noisiest_timesteps_weighted():
         # min(SNR, 5), raised to 1 where SNR < 1 (plain min-SNR gives t=999 a weight of about 0).
         assert torch.allclose(x0_weight, snr.clamp(max=5.0, min=1.0), rtol=1e-5), (parameterization, x0_weight)
         assert x0_weight[-1] == pytest.approx(1.0, rel=1e-5)
+
+
+def test_min_snr_floor_without_min_snr_is_refused():
+    from mav_train.config.schema import DiffusionConfig
+    from mav_train.diffusion import GaussianDiffusion as _Diffusion
+
+    for gamma, floor in ((0.0, 1.0), (0.5, 1.0), (5.0, -1.0)):
+        with pytest.raises(ValueError, match="min_snr_floor"):
+            _Diffusion(DiffusionConfig(min_snr_gamma=gamma, min_snr_floor=floor))
