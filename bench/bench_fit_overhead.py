@@ -43,7 +43,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.utilities import grad_norm
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from typing_extensions import override
 
 from datamodules.demo import write_image_shards
@@ -171,7 +171,7 @@ def fixed_batch(cfg: DictConfig, work_dir: Path) -> dict[str, Any]:
     size = cfg.data.batch_size
     write_image_shards(work_dir / "images", num_samples=size, samples_per_shard=size,
                        resolution=max(64, cfg.data.resolution))
-    datamodule = build_datamodule(cfg.data)
+    datamodule = build_datamodule(OmegaConf.merge(cfg.data, {"embeddings": None}))  # the CLIP runs per batch
     # The loader ships uint8 pixels; the datamodule's hook (which fit runs after the device transfer, and
     # which RepeatedBatch without the datamodule would skip) makes them the float [-1, 1] training sees.
     return datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)

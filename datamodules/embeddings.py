@@ -293,7 +293,7 @@ class EmbeddingLookup:
         if where is None:
             raise SkipSample("missing_field", f"no precomputed embedding for key {key}")
         img, _ = self._reader.arrays(where[0])
-        row = np.asarray(img[where[1]], dtype=np.float32)
+        row = np.array(img[where[1]], dtype=np.float32)  # a copy: the part is memory-mapped read-only
         if not np.isfinite(row).all():
             raise SkipSample("missing_field", f"non-finite precomputed embedding for key {key}")
         return torch.from_numpy(row)

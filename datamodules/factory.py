@@ -15,6 +15,9 @@ def build_datamodule(cfg: DataConfig, cache_dir: str | Path | None = None,
                      component: str | None = None) -> ShardDataModule | EmbeddingDataModule:
     """``ImageTextDataModule`` for kind image_text, ``VideoDataModule`` for kind video; for the prior with
     ``data.embeddings`` set, ``EmbeddingDataModule`` (precomputed CLIP embeddings)."""
+    if cfg.embeddings == "demo":
+        raise ValueError("data.embeddings=demo is resolved by `fit`, which computes the demo shards' embeddings into "
+                         "the cache (mav_train.components.demo_embeddings); pass an embedding folder here")
     if cfg.embeddings is not None and component == "prior":
         return EmbeddingDataModule(cfg)
     if cfg.embeddings is not None and component not in (None, "decoder"):

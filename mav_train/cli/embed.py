@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from mav_train.config.load import ConfigError
 
@@ -124,11 +125,8 @@ def embed_shard(url: str, clip, decoder, batch_size: int, counter, progress) -> 
 
 
 def run(args: list[str]) -> int:
-    from tqdm import tqdm
-
     from datamodules.factory import build_datamodule
     from datamodules.sharding import expand_shards
-    from datamodules.skips import SkipCounter
     from mav_train.cli.fit import recipe_and_overrides, setup_logging
     from mav_train.components.clip_source import build_frozen_clip
     from mav_train.config.load import load_config
@@ -139,7 +137,9 @@ def run(args: list[str]) -> int:
     cfg = load_config(recipe, overrides)
     if cfg.data.kind != "image_text":
         raise ConfigError(f"embed reads image-text shards; the recipe has data.kind={cfg.data.kind}")
-    datamodule = build_datamodule(cfg.data, cache_dir=cfg.cache_dir)  # demo shards are written on first use
+    # The shards are read, not joined to embeddings (a demo recipe's data.embeddings=demo is what this writes).
+    data = OmegaConf.merge(cfg.data, {"embeddings": None})
+    datamodule = build_datamodule(data, cache_dir=cfg.cache_dir)  # demo shards are written on first use
     shards = expand_shards(datamodule.train_shard_spec(), "data.shards")
     mine = [(k, url) for k, url in enumerate(shards) if k % count == index]
     todo = [(k, url) for k, url in mine if not part_done(out, k)]
@@ -150,6 +150,19 @@ def run(args: list[str]) -> int:
     clip = build_frozen_clip(cfg)
     if torch.cuda.is_available():
         clip = clip.cuda()
+    skipped, truncated = embed_parts(cfg, clip, datamodule, out, todo)
+    print(f"embed: wrote {len(todo)} part(s) to {out}; skipped {skipped or 'none'}; "
+          f"captions truncated to the CLIP context: {truncated}")
+    return 0
+
+
+def embed_parts(cfg, clip, datamodule, out: Path, todo: list[tuple[int, str]]) -> tuple[dict[str, int], int]:
+    """Write part ``k`` of ``out`` for every ``(k, shard url)`` in ``todo``, with one progress bar. Returns the
+    skipped samples by reason and the number of captions longer than the CLIP context."""
+    from tqdm import tqdm
+
+    from datamodules.skips import SkipCounter
+
     decoder = datamodule.decoder()
     counter = SkipCounter(decoder.reasons)
     truncated = 0
@@ -160,7 +173,4 @@ def run(args: list[str]) -> int:
             if tokenize is not None:
                 truncated += sum(len(tokenize(c)) + 2 > clip.context_length for c in captions)
             write_part(out, k, img, text, captions, keys)
-    skipped = {r: c for r, c in counter.as_ints().items() if c}
-    print(f"embed: wrote {len(todo)} part(s) to {out}; skipped {skipped or 'none'}; "
-          f"captions truncated to the CLIP context: {truncated}")
-    return 0
+    return {r: c for r, c in counter.as_ints().items() if c}, truncated

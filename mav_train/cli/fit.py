@@ -88,6 +88,9 @@ def run(args: list[str], strategy=None, extra_callbacks: list | None = None) -> 
     from mav_train.components.clip_source import resolve_clip_config
 
     resolve_clip_config(cfg)  # clip.pretrained=demo: the toy CLIP is trained now, before anything else starts
+    from mav_train.components.demo_embeddings import resolve_demo_embeddings
+
+    cfg = resolve_demo_embeddings(cfg)  # data.embeddings=demo: the demo shards' CLIP embeddings, computed once
     resume = resume_checkpoint(cfg, run_dir)
     if not resume and cfg.init.checkpoint:
         check_checkpoint(cfg.init.checkpoint, "init.checkpoint")

@@ -165,7 +165,8 @@ class DataConfig:
     image_shards: str | None = None
     image_batch_size: int = 0
     # Precomputed CLIP embeddings in the clip-retrieval layout (img_emb/, text_emb/, metadata/): the prior
-    # trains from them instead of image shards.
+    # trains from them instead of image shards; the decoder reads its image embeddings from them by key instead
+    # of running the CLIP image tower. ``demo``: the demo shards' embeddings, computed into the cache on first use.
     embeddings: str | None = None
     # Toy world: colour x shape pairs ("red circle") whose captions are skipped (reason "filtered"), so that a
     # prior can be judged on combinations it never read.
