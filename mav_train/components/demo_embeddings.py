@@ -18,6 +18,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from mav_train.config.load import ConfigError
+
 log = logging.getLogger(__name__)
 
 DEMO = "demo"
@@ -30,6 +32,9 @@ def resolve_demo_embeddings(cfg: DictConfig) -> DictConfig:
 
     if cfg.data.embeddings != DEMO:
         return cfg
+    if cfg.data.kind != "image_text":
+        raise ConfigError(f"data.embeddings=demo holds image embeddings of the demo image shards; data.kind is "
+                          f"{cfg.data.kind} (set data.embeddings=null)")
     if cfg.data.shards is not None or not cfg.data.demo:
         # A demo recipe pointed at the user's own shards: there are no demo embeddings to read.
         log.info("data.embeddings=demo applies to the built-in demo shards only; with data.shards set the CLIP image "

@@ -175,7 +175,8 @@ class GaussianDiffusion(nn.Module):
         """
         sampler = self.cfg.sampler if sampler is None else sampler
         steps = self.cfg.sample_steps if steps is None else steps
-        eta = self.cfg.ddim_eta if eta is None else eta
+        if eta is None:  # the configured DDIM eta; a caller that switches to deterministic dpmpp drops it
+            eta = 0.0 if sampler == "dpmpp" else self.cfg.ddim_eta
         clip = self.cfg.clip_denoised if clip_denoised is None else clip_denoised
         return sample_loop(
             self._predictor(model_fn, clip),

@@ -89,6 +89,8 @@ def build(stage: Stage) -> object:
 
     diffusion = {k: v for k, v in (("sampler", stage.settings.sampler), ("ddim_eta", stage.settings.eta))
                  if v is not None}
+    if diffusion.get("sampler") == "dpmpp" and "ddim_eta" not in diffusion:
+        diffusion["ddim_eta"] = 0.0  # DPM-Solver++ is deterministic: a recipe's DDIM eta does not carry over
     try:
         stage.module = component_from_checkpoint(stage.checkpoint, stage.path,
                                                  {"diffusion": diffusion} if diffusion else None)
@@ -109,7 +111,7 @@ def effective_settings(stage: Stage) -> dict:
     out = {"steps": pick(s.steps, stage.get("diffusion.sample_steps")),
            "guidance": pick(s.guidance, stage.get("diffusion.guidance_scale")),
            "sampler": pick(s.sampler, stage.get("diffusion.sampler")),
-           "eta": pick(s.eta, stage.get("diffusion.ddim_eta"))}
+           "eta": pick(s.eta, 0.0 if s.sampler == "dpmpp" else stage.get("diffusion.ddim_eta"))}
     if stage.name == "prior":
         out["candidates"] = pick(s.candidates, stage.get("prior.num_candidates"))
     elif stage.name == "temporal_decoder":

@@ -9,7 +9,7 @@ import torch
 from datamodules.factory import build_datamodule
 from mav_train.components.clip_source import build_frozen_clip
 from mav_train.components.demo_embeddings import resolve_demo_embeddings
-from mav_train.config.load import load_config
+from mav_train.config.load import ConfigError, load_config
 
 OVERRIDES = ["clip.pretrained=null", "data.demo_samples=64", "data.batch_size=16", "data.num_workers=0",
              "data.embeddings=demo"]
@@ -52,3 +52,11 @@ def test_unresolved_demo_embeddings_are_refused_by_the_datamodule_factory(tmp_pa
     cfg = load_config("demo/decoder", [*OVERRIDES, f"cache_dir={tmp_path}"])
     with pytest.raises(ValueError, match="resolved by `fit`"):
         build_datamodule(cfg.data, cache_dir=tmp_path, component="decoder")
+
+
+def test_video_recipes_do_not_inherit_demo_embeddings(tmp_path):
+    for recipe in ("demo/temporal_decoder", "demo/interpolation"):
+        assert load_config(recipe).data.embeddings is None
+    cfg = load_config("demo/temporal_decoder", ["clip.pretrained=null", "data.embeddings=demo"])
+    with pytest.raises(ConfigError, match="data.kind is video"):
+        resolve_demo_embeddings(cfg)
