@@ -102,6 +102,8 @@ def test_text_to_image_chain_with_a_pipeline_file(ckpts, tmp_path):
     record = json.loads((out / "generate.json").read_text())
     assert record["stages"][2]["settings"]["noise_level"] == 0.1
     assert record["stages"][1]["effective_settings"]["sampler"] == "dpmpp"
+    # demo/decoder samples with DDIM eta 1; DPM-Solver++ is deterministic, so the override runs (and says) eta 0.
+    assert record["stages"][1]["effective_settings"]["eta"] == 0.0
 
 
 def test_image_animation_and_video_frame_rate(ckpts, tmp_path):

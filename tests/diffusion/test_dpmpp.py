@@ -107,3 +107,15 @@ def test_dpmpp_config_checks():
     d = GaussianDiffusion(DiffusionConfig(sampler="dpmpp"))
     with pytest.raises(ValueError, match="deterministic"):
         d.sample(_net, torch.zeros(1, 1), steps=3, eta=1.0)
+
+
+def test_a_dpmpp_override_drops_the_recipes_ddim_eta():
+    """A recipe that samples with stochastic DDIM (the demo decoder: eta 1) can still be sampled with DPM-Solver++
+    (`sample sampler=dpmpp`, bench_sampler_steps): eta is DDIM's setting, so the override runs deterministic."""
+    stochastic = GaussianDiffusion(DiffusionConfig(sampler="ddim", ddim_eta=1.0))
+    plain = GaussianDiffusion(DiffusionConfig(sampler="dpmpp"))
+    noise = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
+    ours = stochastic.sample(_net, noise, steps=5, sampler="dpmpp", generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(ours, plain.sample(_net, noise, steps=5))
+    ddim = stochastic.sample(_net, noise, steps=5, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(ddim, stochastic.sample(_net, noise, steps=5, eta=0.0))  # eta 1 is really used
