@@ -6,6 +6,8 @@ same batch, each in a fresh process (peak-RSS growth of one step, as ``bench_mod
 
 The step is the component's own ``training_step`` (low-res input made on the device, noise augmentation, the
 diffusion loss) + backward, so it measures what ``fit`` runs.
+
+The SR UNet's step time against imagen-pytorch's ``Unet(lowres_cond=True)`` is ``bench.bench_sr_model``.
 """
 
 from __future__ import annotations

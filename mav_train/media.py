@@ -45,6 +45,15 @@ def save_video_grid(videos: torch.Tensor, path: Path, fps: float) -> Path:
     return path
 
 
+def frame_strip(video: torch.Tensor, frames: int = 8) -> np.ndarray:
+    """``c t h w`` in [-1, 1] → ``h (n w) c`` uint8: ``frames`` frames spread evenly from the first to the last
+    (all of them when the clip is shorter), side by side, to show a video on a page."""
+    t = video.shape[1]
+    n = max(1, min(frames, t))
+    index = torch.linspace(0, t - 1, n).round().long().unique()
+    return to_uint8(rearrange(video[:, index], "c n h w -> h (n w) c"))
+
+
 def write_mp4(frames: list[np.ndarray], path: Path, fps: float) -> None:
     """Frames ``H W 3`` uint8 → H.264 mp4. Odd sizes are padded to even (yuv420p needs them)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,11 +14,12 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from mav_train.config.load import ConfigError
-from mav_train.media import read_image, read_video, save_image_grid, square, to_uint8, write_mp4
+from mav_train.media import frame_strip, read_image, read_video, save_image_grid, square, to_uint8, write_mp4
 from mav_train.pipeline.plan import DEFAULT_FPS, Flow
 from mav_train.pipeline.stages import Stage, describe
 
 RECORD = "generate.json"
+STRIPS = "strips"  # frame strips of the final videos, one PNG per sample
 
 
 def entry_input(first: Stage, values: dict) -> tuple[Flow, torch.Tensor | None, float | None]:
@@ -100,7 +101,9 @@ class StageWriter:
 
 def write_final(out: Path, state, captions: list[str]) -> Path:
     """The final samples ``out/000.mp4`` (or ``.png``; ``.npy`` when the chain stops at the prior) with
-    ``000.txt``; images also as ``grid.png``. Returns the first file."""
+    ``000.txt``; images also as ``grid.png``, videos also as frame strips ``strips/000.png`` (8 frames from first
+    to last; in a folder of their own so that ``evaluate toy samples=out`` sees only the videos). Returns the first
+    file."""
     outputs = state.pixels if state.pixels is not None else state.image_emb
     paths = []
     for i, (x, caption) in enumerate(zip(outputs, captions, strict=True)):
@@ -108,6 +111,10 @@ def write_final(out: Path, state, captions: list[str]) -> Path:
         (out / f"{i:03d}.txt").write_text(caption + "\n")
     if outputs.ndim == 4:
         save_image_grid(outputs, out / "grid.png")
+    if outputs.ndim == 5:
+        (out / STRIPS).mkdir(exist_ok=True)
+        for i, video in enumerate(outputs):
+            Image.fromarray(frame_strip(video)).save(out / STRIPS / f"{i:03d}.png")
     return paths[0]
 
 

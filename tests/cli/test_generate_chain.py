@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from mav_train.cli.main import main
 from mav_train.evaluation.sample_files import decode_mp4
@@ -49,6 +50,11 @@ def test_text_to_video_through_every_stage(ckpts, tmp_path, capsys):
         clip = decode_mp4(out / f"{i:03d}.mp4")
         assert clip.shape == (7, 32, 32, 3), clip.shape
     assert (out / "001.txt").read_text().startswith("a small green square")
+    # A frame strip per video (7 frames, all shown), beside but not among the judged files.
+    for i in range(2):
+        strip = np.asarray(Image.open(out / "strips" / f"{i:03d}.png"))
+        assert strip.shape == (32, 7 * 32, 3)
+        assert strip.std() > 0  # the frames themselves (which, in order) are tests/evaluation/test_frame_strip.py's
     # Every stage's output, each folder with its captions.
     shapes = {"temporal_decoder": (4, 8), "interpolation": (7, 8), "temporal_sr_low": (7, 16), "sr_high": (7, 32)}
     for stage, (frames, size) in shapes.items():
