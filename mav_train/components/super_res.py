@@ -111,6 +111,8 @@ class SuperResolution(DiffusionComponent):
         else:  # validation: the sampling level, so that val/loss measures what sampling sees
             levels = self.level_timestep(m.low_res_noise_level, x0.shape[0])
         extra = self.low_res_condition(low, x0.shape[-1], levels)
+        if m.residual:  # the target is what the clean resized-up input misses
+            x0 = x0 - upsample(low, x0.shape[-1])
         x0, extra = self.crop(x0, extra)
         cond = Conditions(image_emb=self.image_embedding(batch, x0), fps=self.fps(batch), extra=extra,
                           always_drop_text=True, kwargs={"aug_level": levels})
@@ -144,8 +146,11 @@ class SuperResolution(DiffusionComponent):
         cond = Conditions(image_emb=image_emb, fps=fps, extra=extra, always_drop_text=True,
                           kwargs={"aug_level": levels})
         shape = (b, self.cfg.unet.out_channels, *low_res.shape[2:-2], size, size)
-        return self.sample(cond, shape, guidance_scale=guidance_scale, steps=steps, generator=generator,
-                           noise=noise, noise_fn=noise_fn)
+        out = self.sample(cond, shape, guidance_scale=guidance_scale, steps=steps, generator=generator,
+                          noise=noise, noise_fn=noise_fn)
+        if self.cfg.model.residual:
+            out = (out + upsample(low_res, size)).clamp(-1, 1)
+        return out
 
     @override
     def sample_from_batch(self, batch: dict, num: int, generator: torch.Generator | None = None,

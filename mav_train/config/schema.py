@@ -233,6 +233,10 @@ class ComponentConfig:
     # Gaussian blur of the low-res input before upsampling (DALL-E 2's upsamplers: p 0.5, sigma 0.6, kernel 3).
     low_res_blur_prob: float = 0.0
     low_res_blur_sigma: list[float] = field(default_factory=lambda: [0.4, 0.6])
+    # Super-resolution: diffuse the residual x - up(low_res) instead of the image (SRDiff, Li et al. 2022): the
+    # output is the (clean) resized-up input plus the sampled residual, so an untrained net already returns the
+    # bicubic upsampling and training only has to learn the detail bicubic misses.
+    residual: bool = False
     # sr_high: train on random crops of this size of the high-res image (null = the whole image); samples are
     # always full size.
     crop_size: int | None = None
