@@ -321,8 +321,10 @@ def make_step(spec: ModelSpec, model: nn.Module, shape: Sequence[int], seed: int
     return step
 
 
-def time_steps(steps: Mapping[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each named step: ``warmup`` untimed calls, then ``repeats`` interleaved rounds.
+def time_steps_on_clocks(steps: Mapping[str, Callable[[], None]], warmup: int, repeats: int,
+                         clocks: Mapping[str, Callable[[], float]]) -> dict[str, dict[str, list[float]]]:
+    """``{clock: {step: seconds per call}}``: ``warmup`` untimed calls of each named step, then ``repeats``
+    interleaved rounds, each step timed on every clock (e.g. ``time.perf_counter`` and ``time.process_time``).
 
     Round ``r`` runs the steps in an order rotated by ``r``; entry ``r`` of every list comes from round ``r``.
     """
@@ -332,14 +334,31 @@ def time_steps(steps: Mapping[str, Callable[[], None]], warmup: int, repeats: in
     for name in names:
         for _ in range(warmup):
             steps[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
+    times: dict[str, dict[str, list[float]]] = {clock: {name: [] for name in names} for clock in clocks}
     for r in range(repeats):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
+            starts = {clock: read() for clock, read in clocks.items()}
             steps[name]()
-            times[name].append(time.perf_counter() - start)
+            for clock, read in clocks.items():
+                times[clock][name].append(read() - starts[clock])
     return times
+
+
+def time_steps(steps: Mapping[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, list[float]]:
+    """Wall seconds per call of each named step (:func:`time_steps_on_clocks` on ``time.perf_counter``)."""
+    return time_steps_on_clocks(steps, warmup, repeats, {"wall": time.perf_counter})["wall"]
+
+
+def package_versions(dists: Sequence[str]) -> str:
+    """``"torch 2.14.1, dalle2-pytorch not installed"``: the installed version of each distribution."""
+    versions = []
+    for dist in dists:
+        try:
+            versions.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{dist} not installed")
+    return ", ".join(versions)
 
 
 def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float:
@@ -537,15 +556,10 @@ def _targets(r: ShapeResult) -> list[str]:
 
 def header(cfg: BenchConfig) -> list[str]:
     """Lines describing the environment and the measurement method."""
-    versions = []
-    for dist in ("torch", "diffusers", "make-a-video-pytorch"):
-        try:
-            versions.append(f"{dist} {importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(f"{dist} not installed")
+    versions = package_versions(("torch", "diffusers", "make-a-video-pytorch"))
     return [
         "D^t model benchmark: training step = forward + MSE(output, random target) + backward + zero_grad",
-        f"{', '.join(versions)}; torch.set_num_threads({cfg.threads}); cpu count {os.cpu_count()}; "
+        f"{versions}; torch.set_num_threads({cfg.threads}); cpu count {os.cpu_count()}; "
         f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}",
         f"ours: base {cfg.base_channels}, mults {cfg.channel_mults}, res blocks {cfg.num_res_blocks}, "
         f"attention at {cfg.attention_levels}, head_dim {cfg.head_dim}, cond_dim {cfg.cond_dim} -> "

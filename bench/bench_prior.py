@@ -54,7 +54,14 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from bench.bench_fit_overhead import torch_threads
-from bench.bench_model import PARAM_TOLERANCE, count_parameters, met, paired_ratio
+from bench.bench_model import (
+    PARAM_TOLERANCE,
+    count_parameters,
+    met,
+    package_versions,
+    paired_ratio,
+    time_steps_on_clocks,
+)
 from mav_train.components.prior import Prior
 from mav_train.config.load import load_config
 from mav_train.nn.encoders import TextEncoding
@@ -276,28 +283,8 @@ def match_dalle2(size: PriorSize, target: int) -> tuple[dict[str, Any], int]:
 # ---------------------------------------------------------------------------------------------- part 1
 
 
-CLOCKS = ("wall", "cpu")  # perf_counter; process_time (with one torch thread: blind to other users' load)
-
-
-def time_steps_two_clocks(steps: dict[str, Callable[[], None]], warmup: int,
-                          repeats: int) -> dict[str, dict[str, list[float]]]:
-    """``{clock: {name: seconds per round}}``: ``warmup`` untimed calls of each step, then ``repeats`` rounds,
-    round ``r`` running the steps in an order rotated by ``r`` (``bench_model.time_steps`` on two clocks)."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    names = list(steps)
-    for name in names:
-        for _ in range(warmup):
-            steps[name]()
-    times: dict[str, dict[str, list[float]]] = {clock: {name: [] for name in names} for clock in CLOCKS}
-    for r in range(repeats):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            wall, cpu = time.perf_counter(), time.process_time()
-            steps[name]()
-            times["wall"][name].append(time.perf_counter() - wall)
-            times["cpu"][name].append(time.process_time() - cpu)
-    return times
+# perf_counter; process_time (with one torch thread: blind to other users' load)
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 @dataclass
@@ -339,7 +326,7 @@ def run_step_size(size: PriorSize, settings: PriorBenchSettings, skipped: str | 
         dalle2 = Dalle2Prior(size, network, settings.p_drop_text)
         steps["dalle2"] = dalle2_step(dalle2, batch)
         params["dalle2"] = count_parameters(dalle2)
-    times = time_steps_two_clocks(steps, settings.warmup, settings.repeats)
+    times = time_steps_on_clocks(steps, settings.warmup, settings.repeats, CLOCKS)
     return StepResult(size, params, times, network, skipped)
 
 
@@ -607,13 +594,8 @@ class PriorBenchResult:
 
 
 def header(settings: PriorBenchSettings) -> list[str]:
-    versions = []
-    for dist in ("torch", DALLE2_DIST):
-        try:
-            versions.append(f"{dist} {importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(f"{dist} not installed")
-    return [f"prior P benchmark; {', '.join(versions)}; torch threads {settings.threads}; cpu count "
+    versions = package_versions(("torch", DALLE2_DIST))
+    return [f"prior P benchmark; {versions}; torch threads {settings.threads}; cpu count "
             f"{os.cpu_count()}; load average {load_average()}"]
 
 

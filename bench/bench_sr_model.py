@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from bench.bench_model import PARAM_TOLERANCE, count_parameters, met, paired_ratio, time_steps
+from bench.bench_model import PARAM_TOLERANCE, count_parameters, met, package_versions, paired_ratio, time_steps
 from mav_train.config.load import load_config
 from mav_train.nn.unet import UNet, norm_groups
 
@@ -417,16 +417,11 @@ DIFFERENCES = [
 
 
 def header(cfg: SrBenchConfig) -> list[str]:
-    versions = []
-    for dist in ("torch", IMAGEN_DIST):
-        try:
-            versions.append(f"{dist} {importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(f"{dist} not installed")
     return [
         "SR model benchmark: training step = forward(noisy image, upsampled low-res image, t, aug level) + "
         "MSE(output, random target) + backward + zero_grad",
-        f"{', '.join(versions)}; torch.set_num_threads({cfg.threads}); cpu count {os.cpu_count()}; "
+        f"{package_versions(('torch', IMAGEN_DIST))}; torch.set_num_threads({cfg.threads}); "
+        f"cpu count {os.cpu_count()}; "
         f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}",
         f"step s = median of {cfg.repeats} interleaved rounds (rotating order) after {cfg.warmup} warm-up "
         f"step(s); ours/imagen = median over rounds of t_ours / t_imagen; target <= {TARGET_RATIO}",

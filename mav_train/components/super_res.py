@@ -70,11 +70,10 @@ class SuperResolution(DiffusionComponent):
         top = math.floor(self.cfg.model.low_res_noise_max * (self.diffusion.num_timesteps - 1))
         return torch.randint(0, top + 1, (batch,), device=self.device)
 
-    def low_res_condition(self, low_res: Tensor, size: int, levels: Tensor, noise: Tensor | None = None,
+    def low_res_condition(self, up: Tensor, levels: Tensor, noise: Tensor | None = None,
                           generator: torch.Generator | None = None) -> Tensor:
-        """``b 3 [t] l l`` low-res input -> the extra input channels ``b 3 [t] size size``: resized up, then
-        noised at the augmentation timesteps ``levels`` (``(b,)``) with ``noise`` (drawn when None)."""
-        up = upsample(low_res, size)
+        """The low-res input resized up (``b 3 [t] R R``) -> the extra input channels: noised at the augmentation
+        timesteps ``levels`` (``(b,)``) with ``noise`` (drawn when None)."""
         if noise is None:
             gen_device = generator.device if generator is not None else up.device
             noise = torch.randn(up.shape, generator=generator, device=gen_device, dtype=up.dtype).to(up.device)
@@ -110,9 +109,10 @@ class SuperResolution(DiffusionComponent):
             levels = self.random_levels(x0.shape[0])
         else:  # validation: the sampling level, so that val/loss measures what sampling sees
             levels = self.level_timestep(m.low_res_noise_level, x0.shape[0])
-        extra = self.low_res_condition(low, x0.shape[-1], levels)
+        up = upsample(low, x0.shape[-1])
+        extra = self.low_res_condition(up, levels)
         if m.residual:  # the target is what the clean resized-up input misses
-            x0 = x0 - upsample(low, x0.shape[-1])
+            x0 = x0 - up
         x0, extra = self.crop(x0, extra)
         cond = Conditions(image_emb=self.image_embedding(batch, x0), fps=self.fps(batch), extra=extra,
                           always_drop_text=True, kwargs={"aug_level": levels})
@@ -137,7 +137,8 @@ class SuperResolution(DiffusionComponent):
         b, size = low_res.shape[0], self.cfg.data.resolution
         level = self.cfg.model.low_res_noise_level if noise_level is None else noise_level
         levels = self.level_timestep(level, b)
-        extra = self.low_res_condition(low_res, size, levels, noise=aug_noise, generator=generator)
+        up = upsample(low_res, size)
+        extra = self.low_res_condition(up, levels, noise=aug_noise, generator=generator)
         if self.cfg.unet.cond_dim > 0 and image_emb is None:
             raise ValueError(f"this {self.cfg.component} is conditioned on the CLIP image embedding "
                              f"(unet.cond_dim {self.cfg.unet.cond_dim}): pass image_emb")
@@ -149,7 +150,7 @@ class SuperResolution(DiffusionComponent):
         out = self.sample(cond, shape, guidance_scale=guidance_scale, steps=steps, generator=generator,
                           noise=noise, noise_fn=noise_fn)
         if self.cfg.model.residual:
-            out = (out + upsample(low_res, size)).clamp(-1, 1)
+            out = (out + up).clamp(-1, 1)
         return out
 
     @override
