@@ -249,12 +249,14 @@ class DiffusionComponent(TrainableComponent):
     @torch.no_grad()
     def sample(self, cond: Conditions, shape: tuple[int, ...], *, guidance_scale: float | None = None,
                steps: int | None = None, generator: torch.Generator | None = None,
-               noise: Tensor | None = None, noise_fn: NoiseFn | None = None, sampler: str | None = None) -> Tensor:
+               noise: Tensor | None = None, noise_fn: NoiseFn | None = None, sampler: str | None = None,
+               clip_offset: Tensor | None = None) -> Tensor:
         """Sample ``x0`` of ``shape`` (``b c h w`` or ``b c t h w``) with classifier-free guidance, EMA weights.
 
         ``noise`` is x_T (drawn from ``generator`` when None); ``noise_fn(x_t)`` draws the fresh noise of
         stochastic steps (DDPM, DDIM eta > 0) instead of ``generator``; ``sampler`` (ddim, ddpm, dpmpp) overrides
-        ``diffusion.sampler``."""
+        ``diffusion.sampler``; ``clip_offset`` moves the [-1, 1] clamp of the predicted x0 (see
+        ``GaussianDiffusion.sample``)."""
         net = self.sampling_network()
         scale = self.cfg.diffusion.guidance_scale if guidance_scale is None else guidance_scale
         if noise is None:
@@ -272,7 +274,7 @@ class DiffusionComponent(TrainableComponent):
 
         model_fn = self.diffusion.guided_batched(fn, scale)
         return self.diffusion.sample(model_fn, noise, steps=steps, generator=generator, noise_fn=noise_fn,
-                                     sampler=sampler)
+                                     sampler=sampler, clip_offset=clip_offset)
 
     def sample_from_batch(self, batch: dict, num: int, generator: torch.Generator | None = None,
                           steps: int | None = None, guidance_scale: float | None = None) -> Tensor:

@@ -147,8 +147,9 @@ class SuperResolution(DiffusionComponent):
         cond = Conditions(image_emb=image_emb, fps=fps, extra=extra, always_drop_text=True,
                           kwargs={"aug_level": levels})
         shape = (b, self.cfg.unet.out_channels, *low_res.shape[2:-2], size, size)
+        # Residual SR: the clean image is residual + up, so that sum (not the residual) is kept in [-1, 1].
         out = self.sample(cond, shape, guidance_scale=guidance_scale, steps=steps, generator=generator,
-                          noise=noise, noise_fn=noise_fn)
+                          noise=noise, noise_fn=noise_fn, clip_offset=up if self.cfg.model.residual else None)
         if self.cfg.model.residual:
             out = (out + up).clamp(-1, 1)
         return out

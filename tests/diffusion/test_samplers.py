@@ -207,3 +207,18 @@ def test_respaced_ddpm_marginals_match_q(schedule):
         assert x.mean().item() == pytest.approx(0.5 * a**0.5, abs=0.03)
         assert x.var().item() == pytest.approx(1 - a, rel=0.05)
     assert torch.allclose(seen[-1], x0)
+
+
+def test_clip_offset_clamps_the_sum_not_the_residual():
+    """Residual SR: x0 is a residual over a known image ``up``; the clamp keeps ``x0 + up`` in [-1, 1]."""
+    d = _diffusion(parameterization="x0", sample_steps=4)
+    noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    up = torch.linspace(-0.9, 0.9, 2 * 3 * 4 * 4).view(2, 3, 4, 4)
+    want = torch.full_like(noise, 1.5) - up  # the sum is 1.5 everywhere: out of range
+    seen = []
+    d.sample(lambda x, t: want.clone(), noise, clip_offset=up, callback=lambda i, t, x, x0: seen.append(x0))
+    assert all(torch.allclose(x0, (want + up).clamp(-1, 1) - up) for x0 in seen)
+    assert (seen[-1] + up).max() <= 1.0 + 1e-6 and seen[-1].max() > 1.0  # the residual itself leaves [-1, 1]
+    plain = []
+    d.sample(lambda x, t: want.clone(), noise, callback=lambda i, t, x, x0: plain.append(x0))
+    assert torch.allclose(plain[-1], want.clamp(-1, 1))
