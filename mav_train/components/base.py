@@ -128,7 +128,11 @@ class TrainableComponent(L.LightningModule):
         params = [p for p in self.trained_module().parameters() if p.requires_grad]
         if not params:
             raise ValueError("no trainable parameters: check model.freeze_spatial and the network config")
-        optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+        # The fused kernel where torch has one (CPU, CUDA): measured on the demo decoder's 3M parameters on 2 CPU
+        # cores, 4.4 ms per step against 15.9 ms for torch's CPU default (a Python loop over the parameters).
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay,
+                                      fused=fused)
         total = o.decay_steps or self.cfg.trainer.max_steps
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=warmup_cosine(o.warmup_steps, total,
                                                                                          o.min_lr_ratio))

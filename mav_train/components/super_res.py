@@ -39,7 +39,7 @@ class SuperResolution(DiffusionComponent):
         network = UNet(self.cfg.unet)
         weight = network.input_conv.weight
         with torch.no_grad():
-            fan_in = weight[:, : self.cfg.unet.in_channels].numel() // weight.shape[0]
+            fan_in = weight[:, : self.cfg.unet.in_channels * self.cfg.unet.patch_size**2].numel() // weight.shape[0]
             bound = 1.0 / math.sqrt(2 * fan_in)  # the default conv init's bound, for twice the input channels
             weight.uniform_(-bound, bound)
         return network

@@ -22,6 +22,9 @@ class UNetConfig:
     out_channels: int = 3
     # Channels concatenated to the noisy input (↑F: 3 known-frame channels + 1 mask channel). Zero-initialised.
     extra_in_channels: int = 0
+    # Space-to-depth: the UNet works on p x p pixel patches (pixel_unshuffle in, pixel_shuffle out), so its first
+    # level runs at 1/p of the image size with p^2 times the input channels. 1 = on pixels (ADM).
+    patch_size: int = 1
     base_channels: int = 32
     channel_mults: list[int] = field(default_factory=lambda: [1, 2])
     num_res_blocks: int = 1

@@ -15,7 +15,13 @@ from mav_train.config.schema import UNetConfig
 from mav_train.nn.attention import num_heads
 from mav_train.nn.blocks import Downsample, ResBlock, UNetBlock, Upsample
 from mav_train.nn.embeddings import ConditionEmbedding, FpsEmbedding, TimestepEmbedding
-from mav_train.nn.pseudo3d import TEMPORAL_MODULES, FrameConv2d, FrameGroupNorm, Pseudo3DAttention
+from mav_train.nn.pseudo3d import (
+    TEMPORAL_MODULES,
+    FrameConv2d,
+    FrameGroupNorm,
+    Pseudo3DAttention,
+    apply_per_frame,
+)
 
 
 def norm_groups(base_channels: int, channels_per_group: int = 4) -> int:
@@ -36,6 +42,7 @@ def validate_unet_config(cfg: UNetConfig) -> None:
         "temporal_kernel",
         "max_frames",
         "norm_channels_per_group",
+        "patch_size",
     ):
         if getattr(cfg, name) < 1:
             raise ValueError(f"unet.{name} must be >= 1, got {getattr(cfg, name)}")
@@ -84,7 +91,8 @@ class UNet(nn.Module):
         self.norm_groups = norm_groups(base, cfg.norm_channels_per_group)
         self.time_dim = 4 * base
         self.context_dim = self.time_dim
-        self.downsample_factor = 2 ** (len(cfg.channel_mults) - 1)
+        patch = cfg.patch_size
+        self.downsample_factor = patch * 2 ** (len(cfg.channel_mults) - 1)  # the input size must divide by it
         self.time_embed = TimestepEmbedding(base, self.time_dim)
         self.fps_embed = FpsEmbedding(base, self.time_dim) if cfg.fps_cond else None
         # SR nets: the noise-augmentation level of the low-res input, embedded like a timestep (Imagen).
@@ -92,13 +100,15 @@ class UNet(nn.Module):
         self.cond = ConditionEmbedding(
             cfg.cond_dim, cfg.num_cond_tokens, cfg.text_dim, self.time_dim, self.context_dim, cfg.cond_normalize
         )
-        self.input_conv = FrameConv2d(cfg.in_channels + cfg.extra_in_channels, base, 3, padding=1)
-        nn.init.zeros_(self.input_conv.weight[:, cfg.in_channels :])
+        # On patches, channel c of pixel (i, j) of a patch is input channel c * p^2 + i * p + j, so the extra
+        # channels still come after the noisy input's and can be zero-initialised (and appended, see inflate.py).
+        self.input_conv = FrameConv2d((cfg.in_channels + cfg.extra_in_channels) * patch**2, base, 3, padding=1)
+        nn.init.zeros_(self.input_conv.weight[:, cfg.in_channels * patch**2 :])
         skip_channels = self._build_down()
         self._build_middle()
         self._build_up(skip_channels)
         self.out_norm = FrameGroupNorm(self.norm_groups, base * cfg.channel_mults[0])
-        self.out_conv = FrameConv2d(base * cfg.channel_mults[0], cfg.out_channels, 3, padding=1)
+        self.out_conv = FrameConv2d(base * cfg.channel_mults[0], cfg.out_channels * patch**2, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
         self._temporal_names = frozenset(self._find_temporal_names())
@@ -148,7 +158,7 @@ class UNet(nn.Module):
     def _build_up(self, skip_channels: list[int]) -> None:
         cfg = self.cfg
         self.up = nn.ModuleList()
-        channels, factor = skip_channels[-1], self.downsample_factor
+        channels, factor = skip_channels[-1], 2 ** (len(cfg.channel_mults) - 1)  # of the levels, not of patches
         for level in reversed(range(len(cfg.channel_mults))):
             for _ in range(cfg.num_res_blocks + 1):
                 out = cfg.base_channels * cfg.channel_mults[level]
@@ -218,7 +228,8 @@ class UNet(nn.Module):
         )
         if time_add is not None:
             emb = emb + time_add
-        h = self.input_conv(x if extra is None else torch.cat([x, extra.to(x.dtype)], dim=1))
+        h = self._patchify(x if extra is None else torch.cat([x, extra.to(x.dtype)], dim=1))
+        h = self.input_conv(h)
         skips = [h]
         for block in self.down:
             h = (
@@ -234,7 +245,15 @@ class UNet(nn.Module):
                 h = self._run(block, h)
             else:
                 h = self._run(block, torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)
-        return self.out_conv(F.silu(self.out_norm(h)))
+        return self._unpatchify(self.out_conv(F.silu(self.out_norm(h))))
+
+    def _patchify(self, x: Tensor) -> Tensor:
+        p = self.cfg.patch_size
+        return x if p == 1 else apply_per_frame(lambda frames: F.pixel_unshuffle(frames, p), x)
+
+    def _unpatchify(self, x: Tensor) -> Tensor:
+        p = self.cfg.patch_size
+        return x if p == 1 else apply_per_frame(lambda frames: F.pixel_shuffle(frames, p), x)
 
     def _run(self, block: nn.Module, *args: Tensor | None) -> Tensor:
         if self.cfg.gradient_checkpointing and self.training and torch.is_grad_enabled():
@@ -280,7 +299,7 @@ class UNet(nn.Module):
         if height % self.downsample_factor or width % self.downsample_factor:
             raise ValueError(
                 f"spatial size {height}x{width} must be divisible by {self.downsample_factor} "
-                f"(2 ** (len(channel_mults) - 1))"
+                f"(patch_size * 2 ** (len(channel_mults) - 1))"
             )
         if cfg.extra_in_channels == 0:
             if extra is not None:

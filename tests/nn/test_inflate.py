@@ -73,6 +73,21 @@ def test_inflation_with_extra_input_channels_preserves_the_function() -> None:
     assert (out - expected).abs().max().item() <= 1e-5
 
 
+def test_inflation_on_patches_with_extra_input_channels_preserves_the_function() -> None:
+    """unet.patch_size 2: the extra channels' 2x2 patch weights are appended after the noisy input's."""
+    image_net = _trained_image_unet(patch_size=2)
+    video_net = UNet(tiny_config(attention_levels=[1, 2], patch_size=2, temporal=True, extra_in_channels=4))
+    report = inflate(video_net, image_net.state_dict())
+    video_net.eval()
+    assert report.expanded == {"input_conv.weight": ((16, 12, 3, 3), (16, 28, 3, 3))}
+    video, t, image_emb = torch.randn(1, 3, 4, 8, 8), torch.tensor([300]), torch.randn(1, 12)
+    with torch.no_grad():
+        out = video_net(video, t, image_emb, extra=torch.randn(1, 4, 4, 8, 8))
+        expected = _frame_by_frame(image_net, video, t, image_emb)
+    assert expected.abs().mean() > 0.1
+    assert (out - expected).abs().max().item() <= 1e-5
+
+
 def test_video_to_video_inflation_loads_the_temporal_layers() -> None:
     """D^t -> ↑F: the temporal layers come from the source; only the input conv grows."""
     source = UNet(tiny_config(temporal=True, fps_cond=True))

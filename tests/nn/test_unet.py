@@ -24,6 +24,8 @@ T = torch.tensor([3, 700])
         {"cond_dim": 0, "text_dim": 10},
         {"text_dim": 10, "num_cond_tokens": 0},
         {"in_channels": 4, "base_channels": 32, "head_dim": 16},
+        {"patch_size": 2},
+        {"patch_size": 4, "channel_mults": [1], "attention_levels": [1], "out_channels": 6},
     ],
 )
 def test_image_shapes(overrides: dict) -> None:
@@ -38,7 +40,9 @@ def test_image_shapes(overrides: dict) -> None:
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("overrides", [{}, {"channel_mults": [1], "attention_levels": [1], "cond_dim": 0}])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"channel_mults": [1], "attention_levels": [1], "cond_dim": 0}, {"patch_size": 2}]
+)
 def test_video_shapes(overrides: dict) -> None:
     cfg = tiny_config(temporal=True, fps_cond=True, **overrides)
     net = UNet(cfg)
@@ -66,6 +70,7 @@ def test_video_shapes(overrides: dict) -> None:
         ({"temporal": True, "temporal_kernel": 2}, "temporal_kernel must be odd, got 2"),
         ({"fps_cond": True}, "fps_cond requires unet.temporal=True"),
         ({"max_frames": 0}, "max_frames must be >= 1, got 0"),
+        ({"patch_size": 0}, "patch_size must be >= 1, got 0"),
     ],
 )
 def test_bad_configs(overrides: dict, message: str) -> None:
@@ -225,6 +230,37 @@ def test_extra_in_channels_are_zero_initialised() -> None:
     assert torch.equal(out, net(x, T, image_emb=image, extra=torch.randn(2, 4, 8, 8)))
     perturb(net)
     assert not torch.allclose(out, net(x, T, image_emb=image, extra=torch.randn(2, 4, 8, 8)), atol=1e-4)
+
+
+def test_patches_work_on_pixels_in_place() -> None:
+    """patch_size 2: the first level runs at half size on 2x2 pixel patches, the output is unpatched back, the extra
+    input channels are still zero-initialised, and sizes must divide by the patch too."""
+    net = UNet(tiny_config(patch_size=2, extra_in_channels=1))
+    assert net.input_conv.weight.shape[1] == 4 * 4 and net.out_conv.weight.shape[0] == 3 * 4
+    assert torch.equal(net.input_conv.weight[:, 12:], torch.zeros(16, 4, 3, 3))  # the extra channel's 4 pixels
+    perturb(net, skip=frozenset({"input_conv.weight"}))
+    net.eval()
+    x, image = torch.randn(1, 3, 8, 8), torch.randn(1, 12)
+    extra = torch.randn(1, 1, 8, 8)
+    out = net(x, T[:1], image_emb=image, extra=extra)
+    assert torch.equal(out, net(x, T[:1], image_emb=image, extra=torch.randn(1, 1, 8, 8)))
+    # Patching round-trips exactly, and channel c's pixels are the input channels c * 4 ... c * 4 + 3.
+    video = torch.randn(2, 4, 3, 8, 8)
+    assert torch.equal(net._unpatchify(net._patchify(video)), video)
+    assert torch.equal(net._patchify(video)[:, 4:8, 1], torch.nn.functional.pixel_unshuffle(video[:, 1:2, 1], 2)[:, :])
+    with pytest.raises(ValueError, match=r"divisible by 4 \(patch_size"):
+        net(torch.randn(1, 3, 6, 6), T[:1], image_emb=image, extra=torch.randn(1, 1, 6, 6))
+
+
+def test_patches_keep_the_attention_levels() -> None:
+    """attention_levels count the UNet's own downsamplings, with or without patches: the same blocks get attention."""
+    def attention_layout(net: UNet) -> list[str]:
+        return [name for name, block in net.named_modules() if getattr(block, "attn", None) is not None]
+
+    for levels in ([1], [2], [1, 2]):
+        on_pixels = attention_layout(UNet(tiny_config(attention_levels=levels)))
+        on_patches = attention_layout(UNet(tiny_config(attention_levels=levels, patch_size=2)))
+        assert on_patches == on_pixels and len(on_pixels) >= 2
 
 
 def test_temporal_parameter_names() -> None:
