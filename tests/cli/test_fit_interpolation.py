@@ -34,7 +34,8 @@ def test_fit_demo_interpolation_from_a_temporal_decoder(tmp_path, demo_cache):
     ckpt = torch.load(run_dir / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["config"]["data"]["integer_stride"]
     weight = ckpt["state_dict"]["network.input_conv.weight"]
-    assert weight.shape[1] == 7 and weight[:, 3:].abs().max() > 0  # the new channels train
+    patch = ckpt["hyper_parameters"]["config"]["unet"]["patch_size"]  # channels per pixel of a patch: p * p
+    assert weight.shape[1] == 7 * patch**2 and weight[:, 3 * patch**2:].abs().max() > 0  # the new channels train
 
     sample = run_cli(["sample", f"checkpoint={run_dir / 'last.ckpt'}", f"image={videos[0]}"], tmp_path, demo_cache)
     lines = [line for line in sample.stderr.splitlines() if line.strip()]

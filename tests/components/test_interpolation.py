@@ -158,7 +158,8 @@ def test_upf_equals_temporal_decoder_at_init_for_any_mask_across_processes(tmp_p
     run = subprocess.run([sys.executable, "-c", UPF_OUTPUTS, str(path), str(out), *overrides], cwd=REPO,
                          env=cli_env(demo_cache), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "expanded input_conv.weight: [32, 3, 3, 3] -> [32, 7, 3, 3]" in run.stdout
+    per_pixel = source.cfg.unet.patch_size**2  # the demo UNet works on 2x2 patches: 4 weights per channel
+    assert f"expanded input_conv.weight: [32, {3 * per_pixel}, 3, 3] -> [32, {7 * per_pixel}, 3, 3]" in run.stdout
     with torch.no_grad():
         expected = source.ema_network(inputs["x"], inputs["t"], image_emb=inputs["emb"], fps=inputs["fps"],
                                       drop_image=inputs["drop"], drop_text=torch.ones(b, dtype=torch.bool))
