@@ -111,3 +111,26 @@ def test_every_trainable_parameter_gets_a_gradient():
         module.diffusion_loss(x0, cond).backward()
         unused = [n for n, p in module.network.named_parameters() if p.requires_grad and p.grad is None]
         assert not unused, (p_drop, unused)
+
+
+def test_optimizer_is_fused_adamw_and_steps_like_the_reference():
+    """configure_optimizers uses torch's fused AdamW on CPU (the per-parameter loop cost 16 of ~190 ms per demo
+    step); one step with it moves the weights as the reference AdamW does."""
+    module = component_class("decoder")(load_config("demo/decoder", OVERRIDES + ["model.p_drop_image_emb=0"]))
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"] is True
+    params = optimizer.param_groups[0]["params"]
+    before = [p.detach().clone() for p in params]
+    x0, cond = module.prepare_batch(toy_batch(2))
+    module.diffusion_loss(x0, cond, generator=torch.Generator().manual_seed(0)).backward()
+    grads = [p.grad.clone() for p in params]
+    optimizer.step()
+    reference = [p.clone().requires_grad_(True) for p in before]
+    for p, g in zip(reference, grads, strict=True):
+        p.grad = g
+    group = optimizer.param_groups[0]
+    torch.optim.AdamW(reference, lr=group["lr"], betas=group["betas"], eps=group["eps"],
+                      weight_decay=group["weight_decay"], foreach=False).step()
+    moved = max((p - b).abs().max().item() for p, b in zip(params, before, strict=True))
+    assert moved > 0
+    assert all(torch.allclose(p, r, atol=1e-6, rtol=1e-5) for p, r in zip(params, reference, strict=True))

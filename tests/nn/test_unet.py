@@ -232,7 +232,7 @@ def test_extra_in_channels_are_zero_initialised() -> None:
     assert not torch.allclose(out, net(x, T, image_emb=image, extra=torch.randn(2, 4, 8, 8)), atol=1e-4)
 
 
-def test_patches_work_on_pixels_in_place() -> None:
+def test_patch_unet_layout_zero_init_and_size_check() -> None:
     """patch_size 2: the first level runs at half size on 2x2 pixel patches, the output is unpatched back, the extra
     input channels are still zero-initialised, and sizes must divide by the patch too."""
     net = UNet(tiny_config(patch_size=2, extra_in_channels=1))
@@ -247,7 +247,7 @@ def test_patches_work_on_pixels_in_place() -> None:
     # Patching round-trips exactly, and channel c's pixels are the input channels c * 4 ... c * 4 + 3.
     video = torch.randn(2, 4, 3, 8, 8)
     assert torch.equal(net._unpatchify(net._patchify(video)), video)
-    assert torch.equal(net._patchify(video)[:, 4:8, 1], torch.nn.functional.pixel_unshuffle(video[:, 1:2, 1], 2)[:, :])
+    assert torch.equal(net._patchify(video)[:, 4:8, 1], torch.nn.functional.pixel_unshuffle(video[:, 1:2, 1], 2))
     with pytest.raises(ValueError, match=r"divisible by 4 \(patch_size"):
         net(torch.randn(1, 3, 6, 6), T[:1], image_emb=image, extra=torch.randn(1, 1, 6, 6))
 
