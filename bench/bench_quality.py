@@ -22,7 +22,8 @@
   against the true frames beside cross-fade and nearest keyframe, the judge's centroid error against the true
   trajectory beside the nearest keyframe; extrapolation and animation: identity consistency and motion of the
   generated frames beside the true continuation (``mav_train.evaluation.interpolation``).
-- temporal_sr_low: held-out clips (30 fps) downsampled and super-resolved by SR_l^t, beside its SR_l (the
+- temporal_sr_low: held-out clips (30 fps) downsampled and super-resolved by SR_l^t (an independent noise draw per
+  frame, and one draw shared by the frames of a clip: ``shared_noise``), beside its SR_l (the
   ``init.checkpoint`` of the run, or ``--sr-low``) applied per frame with independent noise and with shared
   noise, and bicubic; the judge's background flicker of each.
 """
@@ -157,7 +158,8 @@ def judge_super_res(module, num: int, seed: int = 0, batch: int = 16,
 
 @torch.no_grad()
 def judge_temporal_sr_low(module, sr_low, num: int, seed: int = 0, fps: float = 30.0) -> dict:
-    """SR_l^t on held-out clips, beside SR_l per frame (independent and shared noise) and bicubic."""
+    """SR_l^t on held-out clips (independent and shared noise), beside SR_l per frame (independent and shared
+    noise) and bicubic."""
     from einops import rearrange
 
     from mav_train.components.low_res import downsample, upsample
@@ -174,6 +176,10 @@ def judge_temporal_sr_low(module, sr_low, num: int, seed: int = 0, fps: float = 
     generator = torch.Generator().manual_seed(seed)
     video = torch.cat([module.upsample(low[i:i + 1], fps=fps, generator=generator) for i in range(num)])
     out["temporal_sr_low"] = _judged(video, truth, low, captions, video=True)
+    generator = torch.Generator().manual_seed(seed)
+    video = torch.cat([module.upsample(low[i:i + 1], fps=fps, generator=generator, shared_noise=True)
+                       for i in range(num)])
+    out["temporal_sr_low_shared_noise"] = _judged(video, truth, low, captions, video=True)
     generator = torch.Generator().manual_seed(seed)
     frames = rearrange(low, "b c t h w -> (b t) c h w")
     independent = torch.cat([sr_low.upsample(frames[i:i + t], generator=generator)

@@ -105,6 +105,30 @@ def known_channels(video: Tensor, known: Tensor, noise_std: float = 0.0,
     return torch.cat([frames * mask, mask_channel], dim=1)
 
 
+def known_frame_blend(video: Tensor, known: Tensor) -> Tensor:
+    """Every frame of ``video`` ``b c t h w`` made from its known frames (``known`` ``(b, t)``): between two known
+    frames the linear cross-fade of the two, before the first (after the last) known frame a copy of it, and zeros
+    where nothing is known. ↑F can start sampling from it (``model.sample_strength``)."""
+    b, t = known.shape
+    index = torch.arange(t, device=video.device).expand(b, t)
+    never = torch.full_like(index, -1)
+    # The nearest known frame at or before each frame, and at or after it (-1 where there is none).
+    before = torch.cummax(torch.where(known, index, never), dim=1).values
+    after_flipped = torch.cummax(torch.where(known, t - 1 - index, never).flip(1), dim=1).values
+    after = torch.where(after_flipped >= 0, t - 1 - after_flipped, never).flip(1)
+    before = torch.where(before >= 0, before, after)  # before the first known frame: hold it
+    after = torch.where(after >= 0, after, before)  # after the last known frame: hold it
+    gap = (after - before).clamp(min=1)
+    weight = ((index - before) / gap).to(video.dtype)
+
+    def gather(idx: Tensor) -> Tensor:
+        c, _, h, w = video.shape[1:]
+        return torch.gather(video, 2, repeat(idx.clamp(min=0), "b t -> b c t h w", c=c, h=h, w=w))
+
+    blend = torch.lerp(gather(before), gather(after), rearrange(weight, "b t -> b 1 t 1 1"))
+    return blend * rearrange(known.any(dim=1), "b -> b 1 1 1 1").to(video.dtype)
+
+
 def first_known_frames(video: Tensor, known: Tensor) -> Tensor:
     """``b 3 h w``: each clip's first known frame (its first frame when none is known), for the CLIP condition."""
     index = known.long().argmax(dim=1).to(video.device)  # 0 when no frame is known

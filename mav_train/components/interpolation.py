@@ -17,6 +17,7 @@ from mav_train.components.frame_masks import (
     interpolation_mask,
     interpolation_windows,
     known_channels,
+    known_frame_blend,
     validate_masks,
 )
 from mav_train.components.temporal_decoder import TemporalDecoder
@@ -86,9 +87,11 @@ class Interpolation(TemporalDecoder):
     # ----- sampling -----------------------------------------------------------------------------------------
     @torch.no_grad()
     def fill(self, video: Tensor, known: Tensor, fps: float | Tensor, *, generator: torch.Generator | None = None,
-             steps: int | None = None, guidance_scale: float | None = None) -> Tensor:
+             steps: int | None = None, guidance_scale: float | None = None, strength: float | None = None) -> Tensor:
         """Generate the unknown frames of windows ``b 3 t h w`` (``known`` ``(b, t)`` or ``(t,)`` bool); known
-        frames are pasted back unchanged. Guidance contrasts with nothing known and no image embedding."""
+        frames are pasted back unchanged. Guidance contrasts with nothing known and no image embedding.
+        ``strength`` (default ``model.sample_strength``) below 1 starts from :func:`known_frame_blend` noised to
+        that fraction of the timesteps instead of from pure noise."""
         b = video.shape[0]
         known = (known if known.ndim == 2 else repeat(known, "t -> b t", b=b)).to(video.device)
         fps = fps if isinstance(fps, Tensor) else self.fps_tensor(fps, b)
@@ -104,7 +107,9 @@ class Interpolation(TemporalDecoder):
 
         scale = self.cfg.diffusion.guidance_scale if guidance_scale is None else guidance_scale
         noise = torch.randn(video.shape, device=self.device, generator=generator)
-        out = self.diffusion.sample(self.diffusion.guided_batched(fn, scale), noise, steps=steps, generator=generator)
+        strength = self.cfg.model.sample_strength if strength is None else strength
+        out = self.diffusion.sample(self.diffusion.guided_batched(fn, scale), noise, steps=steps, generator=generator,
+                                    init=known_frame_blend(video, known), strength=strength)
         return torch.where(rearrange(known, "b t -> b 1 t 1 1"), video, out)
 
     @override

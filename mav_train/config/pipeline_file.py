@@ -5,7 +5,7 @@ description: the demo cascade trained by `pipeline recipe=demo/cascade`
 prior:            {checkpoint: runs/demo/cascade/prior/last.ckpt, steps: 16, guidance: 2.0, candidates: 2}
 temporal_decoder: {checkpoint: runs/demo/cascade/temporal_decoder/last.ckpt, steps: 25, fps: 8}
 interpolation:    {checkpoint: runs/demo/cascade/interpolation/last.ckpt, skip: 4}
-temporal_sr_low:  {checkpoint: runs/demo/cascade/temporal_sr_low/last.ckpt, noise_level: 0.05}
+temporal_sr_low:  {checkpoint: runs/demo/cascade/temporal_sr_low/last.ckpt, noise_level: 0.05, shared_noise: true}
 sr_high:          {checkpoint: runs/demo/cascade/sr_high/last.ckpt, noise_level: 0.05}
 ```
 
@@ -32,7 +32,7 @@ SR_STAGES = ("sr_low", "temporal_sr_low", "sr_high")
 
 # Settings that only some stages take; the rest (checkpoint, steps, guidance, sampler, eta) apply to all.
 ONLY = {"candidates": ("prior",), "fps": ("temporal_decoder",), "skip": ("interpolation",),
-        "noise_level": SR_STAGES}
+        "noise_level": SR_STAGES, "shared_noise": ("temporal_sr_low",)}
 
 
 @dataclass
@@ -46,6 +46,8 @@ class StageSettings:
     fps: float | None = None  # temporal_decoder: frames per second of the generated clip (default 8)
     skip: int | None = None  # interpolation: frame skip, t -> (t - 1) * skip + 1 frames (default model.frame_skip)
     noise_level: float | None = None  # super-resolution: augmentation level of the low-res input, in [0, 1]
+    # temporal_sr_low: one noise draw for every frame of a clip (as SR_h on video always does); default false
+    shared_noise: bool | None = None
 
 
 @dataclass

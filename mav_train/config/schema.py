@@ -247,6 +247,9 @@ class ComponentConfig:
     # and the training masks.
     frame_skip: int = 5
     masks: MaskConfig = field(default_factory=MaskConfig)
+    # ↑F sampling: 1 starts from pure noise; below 1 from the blend of the known frames (cross-fade between them,
+    # held before the first and after the last) noised to that fraction of the timesteps (SDEdit).
+    sample_strength: float = 1.0
     # clip: captions per toy-world image that differ in one attribute, as extra negatives (0 = plain CLIP loss).
     hard_negatives: int = 0
 

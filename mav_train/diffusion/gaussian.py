@@ -163,8 +163,11 @@ class GaussianDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         callback: Callback | None = None,
         noise_fn: NoiseFn | None = None,
+        init: Tensor | None = None,
+        strength: float = 1.0,
     ) -> Tensor:
         """Denoise ``noise`` (x_T, ``b ...``) to x0 of the same shape; ``model_fn(x_t, t (b,)) -> model_out``.
+        ``init`` and ``strength`` < 1: start part-way from a guess of x0 (see :func:`sample_loop`).
 
         Defaults from the config: ``sampler`` (ddim, ddpm or dpmpp), ``steps=sample_steps``, ``eta=ddim_eta``
         (DDIM only) and
@@ -191,6 +194,8 @@ class GaussianDiffusion(nn.Module):
             generator,
             callback,
             noise_fn,
+            init,
+            strength,
         )
 
     def _predictor(self, model_fn: ModelFn, clip: bool,

@@ -130,10 +130,14 @@ def sample_loop(
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
     noise_fn: NoiseFn | None = None,
+    init: Tensor | None = None,
+    strength: float = 1.0,
 ) -> Tensor:
     """Run ``sampler`` (ddim, ddpm or dpmpp) from ``noise`` (x_T, any shape ``b ...``) over ``steps``
-    trailing-spaced timesteps. ``dpmpp`` (DPM-Solver++ 2M) is deterministic: it draws no noise, so ``generator``
-    and ``noise_fn`` do not change its result, and ``eta`` must be 0.
+    trailing-spaced timesteps. With ``init`` (an x0 guess of the shape of ``noise``) and ``strength`` < 1 it
+    starts part-way (SDEdit, Meng et al. 2022): only the spaced timesteps below ``strength * T`` run, from ``init``
+    noised with ``noise`` to the first of them. ``dpmpp`` (DPM-Solver++ 2M) is deterministic: it draws no noise,
+    so ``generator`` and ``noise_fn`` do not change its result, and ``eta`` must be 0.
 
     ``alphas_cumprod``: float64 ``(T,)``. ``predict`` receives ``t`` as a LongTensor ``(b,)`` of the original
     (un-respaced) timestep. ``noise_fn``, when given, draws the fresh noise of stochastic steps instead of
@@ -146,6 +150,14 @@ def sample_loop(
         raise ValueError(f"sampler dpmpp (DPM-Solver++ 2M) is deterministic; ddim eta must be 0, got {eta}")
     timesteps = spaced_timesteps(alphas_cumprod.shape[0], steps)
     x, x0_previous = noise, None
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength must lie in (0, 1], got {strength}")
+    if strength < 1.0:
+        if init is None:
+            raise ValueError("strength < 1 starts from an x0 guess: pass init")
+        timesteps = [t for t in timesteps if t < strength * alphas_cumprod.shape[0]] or timesteps[-1:]
+        ac = float(alphas_cumprod[timesteps[0]])
+        x = (math.sqrt(ac) * init + math.sqrt(1.0 - ac) * noise).to(noise.dtype)
     for i, t in enumerate(timesteps):
         ac_t = float(alphas_cumprod[t])
         ac_prev = float(alphas_cumprod[timesteps[i + 1]]) if i + 1 < len(timesteps) else 1.0

@@ -93,10 +93,10 @@ def run_stage(stage: Stage, state: ChainState, generator: torch.Generator) -> No
     else:  # sr_low, temporal_sr_low, sr_high on images
         if name == "temporal_sr_low":
             state.fps = state.fps or DEFAULT_FPS
+        video = {"fps": state.fps, "shared_noise": bool(s.shared_noise)} if name == "temporal_sr_low" else {}
         state.pixels = m.upsample(state.pixels, image_emb=_emb_if_needed(stage, state),
-                                  fps=state.fps if name == "temporal_sr_low" else None,
                                   noise_level=_float(s.noise_level), steps=steps, guidance_scale=guidance,
-                                  generator=generator)
+                                  generator=generator, **video)
 
 
 def _emb_if_needed(stage: Stage, state: ChainState) -> Tensor | None:

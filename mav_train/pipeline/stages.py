@@ -120,6 +120,8 @@ def effective_settings(stage: Stage) -> dict:
         out["skip"] = skip_of(stage)
     elif stage.name in ("sr_low", "temporal_sr_low", "sr_high"):
         out["noise_level"] = pick(s.noise_level, stage.get("model.low_res_noise_level"))
+        if stage.name == "temporal_sr_low":
+            out["shared_noise"] = bool(s.shared_noise)
     return out
 
 

@@ -44,7 +44,7 @@ def test_text_to_video_through_every_stage(ckpts, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(f"{PROMPT}\n\na small green square in the middle on a white background\n")
     assert main(["generate", f"prompt={prompts}", *video_args(ckpts), "num=1", f"out={out}", "seed=3",
-                 "temporal_decoder.fps=4"]) == 0
+                 "temporal_decoder.fps=4", "temporal_sr_low.shared_noise=true"]) == 0
     # The final clips: SR_h's size, ↑F's frame count ((4 - 1) * 2 + 1 = 7).
     for i in range(2):
         clip = decode_mp4(out / f"{i:03d}.mp4")
@@ -73,6 +73,7 @@ def test_text_to_video_through_every_stage(ckpts, tmp_path, capsys):
     # What each stage actually sampled with: the given settings, the rest from its recipe.
     assert record["stages"][4]["effective_settings"] == {"steps": 2, "guidance": 1.0, "sampler": "ddim", "eta": 0.0,
                                                          "noise_level": 0.05}
+    assert record["stages"][3]["effective_settings"]["shared_noise"] is True
     assert "wrote 2 sample(s)" in capsys.readouterr().out
 
 
@@ -190,6 +191,7 @@ def test_bad_input_is_one_line_before_sampling(ckpts, tmp_path, capsys, monkeypa
     # Arguments and settings.
     _fails(capsys, ["prompt=x", *ok, "interpolation.skp=2"], "interpolation.skp")
     _fails(capsys, ["prompt=x", *ok, "prior.skip=2"], "does not apply to the prior stage")
+    _fails(capsys, ["prompt=x", *ok, "sr_high.shared_noise=true"], "does not apply to the sr_high stage")
     _fails(capsys, ["prompt=x", "temporal_decoder=none"], "no stage to run")
     _fails(capsys, [f"temporal_decoder={ckpts['temporal_decoder']}"], "give prior= with a prompt")
     _fails(capsys, ["prompt=x", f"image={tmp_path / 'none.png'}", *ok], "cannot read image")

@@ -24,6 +24,7 @@ from mav_train.components.frame_masks import (
     interpolation_mask,
     interpolation_windows,
     known_channels,
+    known_frame_blend,
 )
 from mav_train.components.registry import component_class
 from mav_train.config.load import load_config
@@ -98,6 +99,18 @@ def test_known_channels_zero_unknown_frames_and_carry_the_mask():
             assert torch.equal(extra[b, :3, t], want)
             assert torch.all(extra[b, 3, t] == float(known[b, t]))
     assert torch.equal(first_known_frames(video, known), torch.stack([video[0, :, 0], video[1, :, 4]]))
+
+
+def test_known_frame_blend_cross_fades_between_known_frames_and_holds_the_ends():
+    video = random_video()
+    known = torch.zeros(2, FRAMES, dtype=torch.bool)
+    known[0, 1] = known[0, 4] = True  # row 1: nothing known
+    blend = known_frame_blend(video, known)
+    for t in range(FRAMES):
+        w = min(max((t - 1) / 3, 0.0), 1.0)  # held before frame 1 and after frame 4, linear between
+        want = (1 - w) * video[0, :, 1] + w * video[0, :, 4]
+        assert torch.allclose(blend[0, :, t], want, atol=1e-6), t
+    assert torch.equal(blend[1], torch.zeros_like(blend[1]))  # nothing known: nothing to blend
 
 
 # ----- tiling -------------------------------------------------------------------------------------------------

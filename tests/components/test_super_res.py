@@ -141,6 +141,29 @@ def test_sr_high_on_video_shares_noise_across_frames():
     assert not torch.allclose(independent[0], independent[1])
 
 
+
+def test_temporal_sr_low_shared_noise_draws_once_per_clip():
+    """With shared_noise every frame of a clip starts from the same x_T and augmentation noise and takes the same
+    fresh noise in stochastic steps: at initialisation (temporal layers at the identity, so frames do not mix) a
+    clip of identical frames comes out as identical frames; with independent draws it does not."""
+    video = build("temporal_sr_low", VIDEO + ["diffusion.sampler=ddpm"])  # ancestral: fresh noise every step
+    randomise_output(video)
+    for module in video.modules():  # the temporal layers stay at the identity (randomise_output fills zeros)
+        if hasattr(module, "proj_out") and module.__class__.__name__ == "TemporalAttention":
+            torch.nn.init.zeros_(module.proj_out.weight)
+            torch.nn.init.zeros_(module.proj_out.bias)
+    video.reset_ema()
+    frame = torch.rand(1, 3, 1, 8, 8) * 2 - 1
+    clip = frame.expand(2, 3, 4, 8, 8).contiguous()  # two identical clips of identical frames
+    shared = video.upsample(clip, fps=8.0, steps=4, shared_noise=True, generator=torch.Generator().manual_seed(0))
+    assert shared.shape == (2, 3, 4, 16, 16)
+    assert all(torch.allclose(shared[:, :, 0], shared[:, :, i], atol=1e-6) for i in range(1, 4))
+    assert not torch.allclose(shared[0], shared[1], atol=1e-3)  # one draw per clip, not one for the batch
+    independent = video.upsample(clip, fps=8.0, steps=4, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(independent[:, :, 0], independent[:, :, 1], atol=1e-3)
+    with pytest.raises(ValueError, match="shared_noise needs a clip"):
+        video.upsample(clip[:, :, 0], fps=8.0, steps=2, shared_noise=True)
+
 def _trained_sr_low_checkpoint(tmp_path, steps: int = 3) -> str:
     torch.manual_seed(0)
     module = build("sr_low")

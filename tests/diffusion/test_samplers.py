@@ -222,3 +222,23 @@ def test_clip_offset_clamps_the_sum_not_the_residual():
     plain = []
     d.sample(lambda x, t: want.clone(), noise, callback=lambda i, t, x, x0: plain.append(x0))
     assert torch.allclose(plain[-1], want.clamp(-1, 1))
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpmpp"])
+def test_strength_starts_part_way_from_the_noised_init(sampler):
+    """SDEdit: with strength s only the spaced timesteps below s*T run, starting from init noised to the first;
+    an oracle denoiser of init then returns init, and strength 1 is the ordinary sampler."""
+    d = _diffusion(parameterization="v", sampler=sampler, sample_steps=20, ddim_eta=0.0)
+    x0 = _x0((2, 3, 4, 4))
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    seen = []
+    out = d.sample(_oracle(d, x0), noise, init=x0, strength=0.4, clip_denoised=False,
+                   generator=torch.Generator().manual_seed(2), callback=lambda i, t, x, p: seen.append(t))
+    assert max(seen) < 0.4 * d.num_timesteps and len(seen) == 8  # 20 spaced steps, 8 of them below t = 400
+    assert torch.allclose(out, x0, atol=1e-6)
+    full = d.sample(_oracle(d, x0), noise, init=x0 * 0, strength=1.0, clip_denoised=False)
+    assert torch.allclose(full, x0, atol=1e-6)  # strength 1 ignores init
+    with pytest.raises(ValueError, match="pass init"):
+        d.sample(_oracle(d, x0), noise, strength=0.5)
+    with pytest.raises(ValueError, match="strength must lie in"):
+        d.sample(_oracle(d, x0), noise, init=x0, strength=0.0)
