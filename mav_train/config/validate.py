@@ -58,6 +58,8 @@ def validate(cfg: DictConfig, components: Iterable[str]) -> None:
             raise ConfigError(f"invalid value for '{key}': {_get(cfg, key)} must be positive")
     if cfg.data.num_workers < 0:
         raise ConfigError(f"invalid value for 'data.num_workers': {cfg.data.num_workers} must be >= 0")
+    if not 0.0 < cfg.model.sample_strength <= 1.0:
+        raise ConfigError(f"invalid value for 'model.sample_strength': {cfg.model.sample_strength} must lie in (0, 1]")
     if not 0.0 <= cfg.model.p_drop_image_emb <= 1.0 or not 0.0 <= cfg.model.p_drop_text <= 1.0:
         raise ConfigError("model.p_drop_image_emb and model.p_drop_text must lie in [0, 1]")
     if cfg.data.epoch_samples < cfg.data.batch_size:

@@ -261,6 +261,8 @@ def test_config_errors():
 
     with pytest.raises(ConfigError, match=r"max_skip \(11\) <= data.num_frames - 1 \(10\)"):
         validate(load_config("demo/interpolation", ["model.masks.max_skip=11"]), COMPONENTS)
+    with pytest.raises(ConfigError, match=r"'model.sample_strength': 1.5 must lie in \(0, 1\]"):
+        validate(load_config("demo/interpolation", ["model.sample_strength=1.5"]), COMPONENTS)
     with pytest.raises(ValueError, match="extra_in_channels=4"):
         interpolation_module(["unet.extra_in_channels=3"])
     with pytest.raises(ValueError, match="model.frame_skip 6"):
