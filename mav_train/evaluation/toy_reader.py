@@ -6,7 +6,8 @@ The reader uses the generator's own knowledge (``datamodules.toy_world``): the p
 Steps for an ``h w 3`` uint8 frame: the background is the palette colour most border pixels are nearest to; the
 shape is what lies far from the measured background colour; its colour is the palette colour nearest to the
 median of those pixels. Every pixel is then placed on the segment background → shape colour (anti-aliased edges
-lie on it), which gives a soft mask, the centroid and the area. Each of the five shapes is rendered with
+lie on it), which gives a soft mask (the first few levels off the background count as background, so that faint
+noise does not add up), the centroid and the area. Each of the five shapes is rendered with
 ``draw_scene`` at that centre and at the size that gives that area; the best soft IoU names the shape. A frame is
 unreadable when the border is not mostly one palette colour, when there is (almost) no shape, when many pixels
 are neither background nor shape colour (noise), or when no template fits (several blobs, smears).
@@ -33,6 +34,11 @@ MIN_AREA = 0.004  # a shape covers at least this fraction of the frame
 ON_SEGMENT = 40.0  # a pixel is explained when this close to the background → shape colour segment
 MIN_EXPLAINED = 0.9  # ... and this share of all pixels must be explained
 MIN_IOU = 0.5  # the best template must overlap the soft mask at least this much
+# Pixels within this many RGB levels of the background (along the background -> shape colour axis) count as pure
+# background in the soft mask: without it, noise of a level or two spread over thousands of background pixels
+# added as much mass as a small shape has, moving the centroid and inflating the area (SR_l samples with
+# background noise of std 0.9 levels: 4 of 64 small shapes misread, all 64 read with the dead zone).
+MASK_DEAD_ZONE = 3.0
 
 
 @dataclass(frozen=True)
@@ -137,7 +143,8 @@ def read_image(image: np.ndarray) -> Reading:
     foreground = np.median(pixels[core], axis=0)
     axis = foreground - background
     t = ((pixels - background) @ axis) / float(axis @ axis)
-    mask = np.clip(t, 0.0, 1.0)
+    dead = MASK_DEAD_ZONE / float(np.linalg.norm(axis))
+    mask = np.clip((t - dead) / (1.0 - dead), 0.0, 1.0)
     residual = np.linalg.norm(pixels - background - mask[..., None] * axis, axis=-1)
     explained = float((residual < ON_SEGMENT).mean())
     if explained < MIN_EXPLAINED:
