@@ -227,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temporal-sr-low", type=Path)
     parser.add_argument("--interpolation", type=Path, help="an interpolation (↑F) checkpoint")
     parser.add_argument("--steps", type=int, help="sampling steps for ↑F (default: the recipe's)")
+    parser.add_argument("--strength", type=float,
+                        help="↑F's model.sample_strength: 1 = from noise, lower = from the noised cross-fade of the "
+                             "known frames (default: the checkpoint's)")
     parser.add_argument("--sr-levels", type=float, nargs="+", default=list(SR_NOISE_LEVELS),
                         help="sampling noise levels of the low-res input to measure (sr_low / sr_high)")
     parser.add_argument("--num", type=int, default=64, help="held-out items per measurement")
@@ -286,7 +289,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"temporal_sr_low {name}:", scores if isinstance(scores, str) else _fmt(scores))
     interpolation_path = args.interpolation or _existing(runs / "interpolation" / "last.ckpt")
     if interpolation_path:
-        report["interpolation"] = judge_interpolation(load_component(interpolation_path), args.num, args.steps)
+        if args.strength is None:
+            upf = load_component(interpolation_path)
+        else:  # a sampling setting, not a weight: the checkpoint's config with the strength replaced
+            from mav_train.components.registry import component_from_checkpoint, load_checkpoint_file
+
+            upf = component_from_checkpoint(load_checkpoint_file(interpolation_path), interpolation_path,
+                                            {"model": {"sample_strength": args.strength}})
+        report["interpolation"] = judge_interpolation(upf, args.num, args.steps)
         for name, scores in report["interpolation"].items():
             print(f"interpolation {name}:", scores if isinstance(scores, (str, float)) else _fmt(_flat(scores)))
     if args.out:
