@@ -108,8 +108,9 @@ class Interpolation(TemporalDecoder):
         scale = self.cfg.diffusion.guidance_scale if guidance_scale is None else guidance_scale
         noise = torch.randn(video.shape, device=self.device, generator=generator)
         strength = self.cfg.model.sample_strength if strength is None else strength
+        init = known_frame_blend(video, known) if strength < 1.0 else None
         out = self.diffusion.sample(self.diffusion.guided_batched(fn, scale), noise, steps=steps, generator=generator,
-                                    init=known_frame_blend(video, known), strength=strength)
+                                    init=init, strength=strength)
         return torch.where(rearrange(known, "b t -> b 1 t 1 1"), video, out)
 
     @override

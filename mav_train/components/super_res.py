@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import torch
+from einops import repeat
 from torch import Tensor
 from typing_extensions import override
 
@@ -14,6 +15,15 @@ from mav_train.components.base import Conditions, DiffusionComponent
 from mav_train.components.low_res import downsample, random_blur, upsample
 from mav_train.diffusion.samplers import NoiseFn
 from mav_train.nn.unet import UNet
+
+
+def per_clip_noise(shape: tuple[int, ...], frames: int, generator: torch.Generator | None,
+                   device: torch.device) -> Tensor:
+    """One standard normal draw of ``b c h w`` per clip, repeated over ``frames``: ``b c t h w`` (the noise SR_h
+    on video and SR_l^t with ``shared_noise`` give every frame of a clip)."""
+    gen_device = generator.device if generator is not None else device
+    z = torch.randn(shape, generator=generator, device=gen_device).to(device)
+    return repeat(z, "b c h w -> b c t h w", t=frames)
 
 
 class SuperResolution(DiffusionComponent):

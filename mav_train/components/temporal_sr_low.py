@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-from einops import repeat
 from torch import Tensor
 from typing_extensions import override
 
-from mav_train.components.super_res import SuperResolution
+from mav_train.components.super_res import SuperResolution, per_clip_noise
 from mav_train.components.temporal_decoder import configure_video_trainable
 
 
@@ -44,16 +43,10 @@ class TemporalSrLow(SuperResolution):
             b, _, t = low_res.shape[:3]
             size = self.cfg.data.resolution
             if noise is None:
-                noise = self._per_clip_noise((b, self.cfg.unet.out_channels, size, size), t, generator)
+                noise = per_clip_noise((b, self.cfg.unet.out_channels, size, size), t, generator, self.device)
             if aug_noise is None:
-                aug_noise = self._per_clip_noise((b, low_res.shape[1], size, size), t, generator)
+                aug_noise = per_clip_noise((b, low_res.shape[1], size, size), t, generator, self.device)
             if kwargs.get("noise_fn") is None:
-                kwargs["noise_fn"] = lambda x: self._per_clip_noise((x.shape[0], *x.shape[1:2], *x.shape[3:]),
-                                                                    x.shape[2], generator)
+                kwargs["noise_fn"] = lambda x: per_clip_noise((x.shape[0], x.shape[1], *x.shape[3:]), x.shape[2],
+                                                              generator, self.device)
         return super().upsample(low_res, generator=generator, noise=noise, aug_noise=aug_noise, **kwargs)
-
-    def _per_clip_noise(self, shape: tuple[int, ...], frames: int, generator: torch.Generator | None) -> Tensor:
-        """One standard normal draw of ``b c h w`` per clip, repeated over ``frames``: ``b c t h w``."""
-        gen_device = generator.device if generator is not None else self.device
-        z = torch.randn(shape, generator=generator, device=gen_device).to(self.device)
-        return repeat(z, "b c h w -> b c t h w", t=frames)

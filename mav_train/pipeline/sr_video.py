@@ -7,14 +7,13 @@ from einops import rearrange, repeat
 from torch import Tensor
 
 from mav_train.components.sr_high import SrHigh
+from mav_train.components.super_res import per_clip_noise
 
 
 def _shared_noise(shape: tuple[int, ...], frames: int, generator: torch.Generator | None,
                   device: torch.device) -> Tensor:
-    """One draw of ``(b, ...)`` noise repeated for every frame: ``((b t), ...)``."""
-    gen_device = generator.device if generator is not None else device
-    z = torch.randn(shape, generator=generator, device=gen_device).to(device)
-    return repeat(z, "b ... -> (b t) ...", t=frames)
+    """One draw of ``(b, c, h, w)`` noise repeated for every frame, frames as batch items: ``((b t), c, h, w)``."""
+    return rearrange(per_clip_noise(shape, frames, generator, device), "b c t h w -> (b t) c h w")
 
 
 @torch.no_grad()
