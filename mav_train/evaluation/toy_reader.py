@@ -5,7 +5,8 @@ The reader uses the generator's own knowledge (``datamodules.toy_world``): the p
 
 Steps for an ``h w 3`` uint8 frame: the background is the palette colour most border pixels are nearest to; the
 shape is what lies far from the measured background colour; its colour is the palette colour nearest to the
-median of those pixels. Every pixel is then placed on the segment background → shape colour (anti-aliased edges
+median of the half of those pixels farthest from the background (a soft edge, blended with the background, does
+not pull it toward the background: 0.75 px of blur at 32 px misread 12% of colours with the median of them all). Every pixel is then placed on the segment background → shape colour (anti-aliased edges
 lie on it), which gives a soft mask (the first few levels off the background count as background, so that faint
 noise does not add up), the centroid and the area. Each of the five shapes is rendered with
 ``draw_scene`` at that centre and at the size that gives that area; the best soft IoU names the shape. A frame is
@@ -134,13 +135,15 @@ def read_image(image: np.ndarray) -> Reading:
         return Reading(readable=False, why="no single background colour on the border")
     background_index, background = found
     background_name = COLORS[background_index][0]
-    core = np.linalg.norm(pixels - background, axis=-1) > FAR_FROM_BACKGROUND
+    distance = np.linalg.norm(pixels - background, axis=-1)
+    core = distance > FAR_FROM_BACKGROUND
     if core.mean() < MIN_AREA:
         return Reading(readable=False, background=background_name, why="no shape")
-    color_index = int(nearest_palette(np.median(pixels[core], axis=0)[None])[0][0])
+    inner = core & (distance >= np.median(distance[core]))
+    foreground = np.median(pixels[inner], axis=0)
+    color_index = int(nearest_palette(foreground[None])[0][0])
     if color_index == background_index:
         return Reading(readable=False, background=background_name, why="shape colour equals the background")
-    foreground = np.median(pixels[core], axis=0)
     axis = foreground - background
     t = ((pixels - background) @ axis) / float(axis @ axis)
     dead = MASK_DEAD_ZONE / float(np.linalg.norm(axis))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from einops import rearrange
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from datamodules.toy_world import Scene, caption_of, draw_scene, random_scene, scene_at
 from mav_train.evaluation.toy_judge import (
@@ -77,6 +77,16 @@ def test_faint_background_noise_does_not_move_the_shape():
     assert faint.readable == 1.0
     for name in ("shape", "position", "size"):
         assert getattr(faint, name) >= getattr(clean, name) - 0.01, (name, faint.as_dict(), clean.as_dict())
+
+
+def test_softened_edges_keep_the_shape_colour():
+    """A shape whose edges are softened (Gaussian blur of 0.75 px at 32 px: plainly the same shape to the eye, and
+    what a diffusion decoder's samples look like) keeps its colour: read from the half of the shape farthest from
+    the background, not from all of it, whose median a blurred edge pulls toward the background (88-91% before)."""
+    images, captions = renders(scenes(300, seed=14), 32)
+    blurred = [np.asarray(Image.fromarray(im).filter(ImageFilter.GaussianBlur(0.75))) for im in images]
+    scores = score_images(blurred, captions)
+    assert scores.readable >= 0.99 and scores.color >= 0.99 and scores.shape >= 0.9, scores.as_dict()
 
 
 def test_jpeg_ground_truth_scores_high():
