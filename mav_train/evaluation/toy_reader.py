@@ -4,14 +4,15 @@ The reader uses the generator's own knowledge (``datamodules.toy_world``): the p
 ``draw_scene`` itself as the template renderer, and the caption's position and size rules. Pure numpy + PIL.
 
 Steps for an ``h w 3`` uint8 frame: the background is the palette colour most border pixels are nearest to; the
-shape is what lies far from the measured background colour; its colour is the palette colour nearest to the
-median of the half of those pixels farthest from the background (a soft edge, blended with the background, does
-not pull it toward the background: 0.75 px of blur at 32 px misread 12% of colours with the median of them all). Every pixel is then placed on the segment background → shape colour (anti-aliased edges
-lie on it), which gives a soft mask (the first few levels off the background count as background, so that faint
-noise does not add up), the centroid and the area. Each of the five shapes is rendered with
-``draw_scene`` at that centre and at the size that gives that area; the best soft IoU names the shape. A frame is
-unreadable when the border is not mostly one palette colour, when there is (almost) no shape, when many pixels
-are neither background nor shape colour (noise), or when no template fits (several blobs, smears).
+shape is what lies far from the measured background colour; its colour is the palette colour nearest to the median
+of the half of those pixels farthest from the background (a soft edge, blended with the background, does not pull it
+toward the background: 0.75 px of blur at 32 px misread 12% of colours with the median of them all). Every pixel is
+then placed on the segment background → shape colour (anti-aliased edges lie on it), which gives a soft mask (the
+first few levels off the background count as background, so that faint noise does not add up), the centroid and the
+area. Each of the five shapes is rendered with ``draw_scene`` at that centre and at the size that gives that area;
+the best soft IoU names the shape. A frame is unreadable when the border is not mostly one palette colour, when
+there is (almost) no shape, when many pixels are neither background nor shape colour (noise), or when no template
+fits (several blobs, smears).
 """
 
 from __future__ import annotations
