@@ -1,8 +1,6 @@
 """``generate`` as the whole chain P → D^t → ↑F → SR_l^t → SR_h → mp4 (and P → D → SR_l → SR_h → png) on tiny
-checkpoints trained in the test, and one clear line for every kind of bad input, before anything samples.
-
-↑F is :class:`tests.cli.chain_fixtures.StandInInterpolation`, a test-local stand-in with the agreed API, until the
-real component is merged (see chain_fixtures)."""
+checkpoints trained in the test (every stage the real component, ↑F included), and one clear line for every kind of
+bad input, before anything samples."""
 
 from __future__ import annotations
 
@@ -15,7 +13,7 @@ from PIL import Image
 
 from mav_train.cli.main import main
 from mav_train.evaluation.sample_files import decode_mp4
-from tests.cli.chain_fixtures import register_stand_in, tiny_checkpoint
+from tests.cli.chain_fixtures import tiny_checkpoint
 
 PROMPT = "a red circle at the top left on a blue background"
 STAGES = ("prior", "decoder", "temporal_decoder", "interpolation", "sr_low", "temporal_sr_low", "sr_high")
@@ -24,14 +22,7 @@ STAGES = ("prior", "decoder", "temporal_decoder", "interpolation", "sr_low", "te
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("chain")
-    with pytest.MonkeyPatch.context() as mp:
-        register_stand_in(mp)
-        return {name: tiny_checkpoint(name, root / f"{name}.ckpt") for name in STAGES}
-
-
-@pytest.fixture(autouse=True)
-def _stand_in(monkeypatch):
-    register_stand_in(monkeypatch)
+    return {name: tiny_checkpoint(name, root / f"{name}.ckpt") for name in STAGES}
 
 
 def video_args(ckpts, *names: str) -> list[str]:
