@@ -18,24 +18,13 @@ from mav_train.callbacks.preemption import Preemption
 from mav_train.callbacks.sample_logger import SampleLogger
 from mav_train.callbacks.throughput import Throughput
 from mav_train.checkpoints import CheckpointError, newest_readable, resume_candidates
+from mav_train.config.run_dir import default_run_dir, with_run_dir  # noqa: F401 (re-exported)
 from mav_train.distributed import build_strategy, plugins
 
 log = logging.getLogger(__name__)
 
 WANDB_ID_FILE = "wandb_run_id.txt"
 PREEMPT_CKPT = "preempted.ckpt"  # written by the Preemption callback on SIGUSR1 / SIGTERM
-
-
-def default_run_dir(cfg: DictConfig) -> Path:
-    return Path("runs") / str(cfg.recipe)
-
-
-def with_run_dir(cfg: DictConfig) -> DictConfig:
-    """A copy of ``cfg`` with ``run_dir`` filled in (``runs/<recipe>`` when not given)."""
-    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
-    out = OmegaConf.merge(cfg, {"run_dir": str(run_dir)})
-    OmegaConf.set_readonly(out, True)
-    return out
 
 
 def wandb_mode(mode: str) -> str:

@@ -15,8 +15,8 @@ from omegaconf import DictConfig
 from mav_train.cli.fit import recipe_and_overrides
 from mav_train.components.registry import COMPONENTS
 from mav_train.config.load import ConfigError, is_cascade, load_config, save_config
+from mav_train.config.run_dir import with_run_dir
 from mav_train.config.validate import validate
-from mav_train.training import with_run_dir
 
 HELP = """\
 Submit a training run to SLURM: render mav_train/slurm/train.sbatch, save it and the resolved config, sbatch it.
