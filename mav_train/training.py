@@ -18,7 +18,6 @@ from mav_train.callbacks.preemption import Preemption
 from mav_train.callbacks.sample_logger import SampleLogger
 from mav_train.callbacks.throughput import Throughput
 from mav_train.checkpoints import CheckpointError, newest_readable, resume_candidates
-from mav_train.config.run_dir import default_run_dir, with_run_dir  # noqa: F401 (re-exported)
 from mav_train.distributed import build_strategy, plugins
 
 log = logging.getLogger(__name__)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mav_train.components.registry import COMPONENTS, component_class
 from mav_train.config.load import ConfigError, load_config, save_config
+from mav_train.config.run_dir import with_run_dir
 from mav_train.config.validate import validate
 
 HELP = """\
@@ -49,8 +50,6 @@ def prepare_run(args: list[str]):
         log.info("no init.checkpoint: training all layers of %s (model.freeze_spatial applies only when "
                  "inflating a trained image model)", cfg.component)
         cfg = load_config(recipe, [*overrides, "model.freeze_spatial=false"])
-    from mav_train.training import with_run_dir
-
     cfg = with_run_dir(cfg)
     validate(cfg, COMPONENTS)
     run_dir = Path(cfg.run_dir)

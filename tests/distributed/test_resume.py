@@ -17,7 +17,8 @@ from datamodules.factory import build_datamodule
 from mav_train.checkpoints import checkpoint_step
 from mav_train.components.registry import component_class
 from mav_train.config.load import load_config
-from mav_train.training import PREEMPT_CKPT, build_trainer, resume_checkpoint, with_run_dir
+from mav_train.config.run_dir import with_run_dir
+from mav_train.training import PREEMPT_CKPT, build_trainer, resume_checkpoint
 from tests.distributed.helpers import TINY, global_step, mav_train, subprocess_env
 
 
