@@ -26,3 +26,16 @@ def test_the_datamodules_package_still_gives_its_names():
 
     assert datamodules.build_datamodule.__module__ == "datamodules.factory"
     assert set(datamodules.__all__) >= {"VideoDataModule", "ImageTextDataModule", "ensure_demo_data"}
+
+
+def test_help_reads_every_verbs_help_without_importing_it():
+    import importlib
+
+    from mav_train.cli.main import VERBS, help_text, usage
+
+    for verb, module in VERBS.items():
+        assert help_text(verb) == importlib.import_module(module).HELP.strip(), verb
+    code = "import sys\nfrom mav_train.cli.main import usage\nusage()\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-2000:]
+    assert all(f"  {verb}" in usage() for verb in VERBS)
