@@ -189,6 +189,10 @@ class OptimConfig:
     # Cosine decay to lr * min_lr_ratio at decay_steps (null = trainer.max_steps).
     decay_steps: int | None = None
     min_lr_ratio: float = 0.1
+    # Per-parameter learning-rate multipliers: {regex: scale}, matched (re.search) against the trained module's
+    # parameter names, first match wins; e.g. {'conv_\\d\\.temporal\\.': 0.1}. A pattern that matches no trained
+    # parameter is an error. Scale 0 freezes the matched parameters.
+    lr_scales: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -4,6 +4,7 @@ when the spatial ones are frozen, joint image batches add their loss, sampling g
 from __future__ import annotations
 
 import lightning as L
+import pytest
 import torch
 from einops import rearrange
 from torch.utils.data import DataLoader
@@ -103,3 +104,35 @@ def test_sample_video_shape_and_determinism():
     a = module.sample_from_batch(batch, 2, generator=torch.Generator().manual_seed(0), steps=3)
     b = module.sample_from_batch(batch, 2, generator=torch.Generator().manual_seed(0), steps=3)
     assert a.shape == (2, 3, 4, 16, 16) and torch.equal(a, b)
+
+
+def test_lr_scales_give_matched_parameters_their_own_rate_and_zero_freezes_them(tmp_path):
+    scales = ["optim.lr_scales={conv_\\d\\.temporal\\.: 0.0, attn\\.temporal\\.: 0.5}"]
+    module = component_class("temporal_decoder")(load_config("demo/temporal_decoder", OVERRIDES + VIDEO + scales))
+    initialise_from_checkpoint(module, trained_decoder_checkpoint(tmp_path))
+    groups = {g["name"]: g for g in module.configure_optimizers()["optimizer"].param_groups}
+    lr = module.cfg.optim.lr
+    assert groups["default"]["initial_lr"] == lr  # the fps embedding (the scheduler's warm-up scales "lr")
+    assert groups["attn\\.temporal\\."]["initial_lr"] == 0.5 * lr
+    assert groups["conv_\\d\\.temporal\\."]["initial_lr"] == 0.0
+    convs = {n for n in module.network.temporal_parameter_names() if ".temporal." in n and "conv_" in n}
+    assert convs and {id(p) for p in groups["conv_\\d\\.temporal\\."]["params"]} == {
+        id(p) for n, p in module.network.named_parameters() if n in convs}
+    before = {n: p.detach().clone() for n, p in module.network.named_parameters()}
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(module, train_dataloaders=DataLoader(Repeat(video_batch(), 10), batch_size=None))
+    after = dict(module.network.named_parameters())
+    assert all(torch.equal(before[n], after[n].detach()) for n in convs)
+    assert any(not torch.equal(before[n], after[n].detach()) for n in after if "attn.temporal." in n)
+
+
+def test_an_lr_scale_pattern_that_matches_nothing_names_itself():
+    module = component_class("temporal_decoder")(
+        load_config("demo/temporal_decoder", OVERRIDES + VIDEO + ["optim.lr_scales={temproal: 0.1}"]))
+    with pytest.raises(ValueError, match="'temproal' matches no trained parameter"):
+        module.configure_optimizers()
+    module = component_class("temporal_decoder")(
+        load_config("demo/temporal_decoder", OVERRIDES + VIDEO + ["optim.lr_scales={'conv_(': 0.1}"]))
+    with pytest.raises(ValueError, match="not a regular expression"):
+        module.configure_optimizers()
