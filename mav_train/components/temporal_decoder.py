@@ -40,7 +40,10 @@ class TemporalDecoder(DiffusionComponent):
     @override
     def prepare_batch(self, batch: dict) -> tuple[Tensor, Conditions]:
         video = batch["video"]
-        image_emb = self.clip.encode_image(batch["clip_image"])
+        if "image_emb" in batch:  # precomputed, as the decoder takes it
+            image_emb = batch["image_emb"].float()
+        else:
+            image_emb = self.clip.encode_image(batch["clip_image"])
         fps = batch["fps"].to(video.dtype)
         return video, Conditions(image_emb=image_emb, fps=fps, always_drop_text=True)
 

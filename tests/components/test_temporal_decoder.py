@@ -111,8 +111,9 @@ def test_lr_scales_give_matched_parameters_their_own_rate_and_zero_freezes_them(
     module = component_class("temporal_decoder")(load_config("demo/temporal_decoder", OVERRIDES + VIDEO + scales))
     initialise_from_checkpoint(module, trained_decoder_checkpoint(tmp_path))
     groups = {g["name"]: g for g in module.configure_optimizers()["optimizer"].param_groups}
-    lr = module.cfg.optim.lr
-    assert groups["default"]["initial_lr"] == lr  # the fps embedding (the scheduler's warm-up scales "lr")
+    lr = module.cfg.optim.lr  # "initial_lr": the scheduler's warm-up scales "lr"
+    assert set(groups) == {"conv_\\d\\.temporal\\.", "fps_embed", "attn\\.temporal\\."}  # the recipe's + ours
+    assert groups["fps_embed"]["initial_lr"] == module.cfg.optim.lr_scales["fps_embed"] * lr
     assert groups["attn\\.temporal\\."]["initial_lr"] == 0.5 * lr
     assert groups["conv_\\d\\.temporal\\."]["initial_lr"] == 0.0
     convs = {n for n in module.network.temporal_parameter_names() if ".temporal." in n and "conv_" in n}
