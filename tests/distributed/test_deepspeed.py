@@ -18,7 +18,8 @@ from tests.distributed.helpers import ROOT, TINY, run
 
 SCRIPT = str(ROOT / "tests" / "distributed" / "fit_script.py")
 # data.embeddings=null: the CLIP image tower per batch, not the demo shards' 20,000 embeddings computed first (~3 min)
-DECODER = [*TINY, "data.embeddings=null", "data.num_workers=0", "trainer.max_steps=3", "checkpoint.every_n_steps=3",
+DECODER = [*TINY, "data.embeddings=null", "data.demo_samples=256",
+           "data.num_workers=0", "trainer.max_steps=3", "checkpoint.every_n_steps=3",
            "logger=none"]
 
 

@@ -15,7 +15,8 @@ from tests.distributed.helpers import ROOT, TINY, run
 
 SCRIPT = str(ROOT / "tests" / "distributed" / "fit_script.py")
 # The EMA moves once, at the last step (index 1, counted before it), half-way: ema = (initial + final) / 2.
-ZERO3 = [*TINY, "data.embeddings=null", "data.num_workers=0", "trainer.max_steps=2", "checkpoint.every_n_steps=2",
+ZERO3 = [*TINY, "data.embeddings=null", "data.demo_samples=256",
+         "data.num_workers=0", "trainer.max_steps=2", "checkpoint.every_n_steps=2",
          "logger=none", "sampling.every_n_steps=1", "sampling.num_samples=2", "ema.enabled=true", "ema.decay=0.5",
          "ema.warmup=false", "ema.start_step=1"]
 

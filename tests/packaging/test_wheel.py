@@ -58,6 +58,6 @@ def test_the_wheel_ships_recipes_and_template_and_runs_outside_the_checkout(inst
     user_recipe = tmp_path / "mine.yaml"
     user_recipe.write_text("base: demo/decoder\ndescription: a user's recipe file\n")
     fit = run([installed, "-m", "mav_train", "fit", f"recipe={user_recipe}", "trainer.max_steps=1", "logger=none",
-               "data.embeddings=null", "sampling.every_n_steps=0", "data.val_samples=0",
+               "data.embeddings=null", "data.demo_samples=256", "sampling.every_n_steps=0", "data.val_samples=0",
                "trainer.enable_progress_bar=false", f"run_dir={tmp_path / 'run'}"], tmp_path, env)
     assert "done: step 1" in fit.stdout and (tmp_path / "run" / "last.ckpt").is_file()
