@@ -1,7 +1,8 @@
 """D^t must learn time: a small temporal decoder trained inside the test on toy clips whose shape always moves
-left to right, sampled with the project's sampler, judged frame by frame. Every frame of a clip gets the same
-condition, so only the temporal layers (pseudo-3D convolution and attention) can place the shape further right in
-later frames: a per-frame network puts it at the same place on average, and this test turns red.
+left to right, sampled with the project's sampler, judged frame by frame (the toy judge's shape centroid). Every
+frame of a clip gets the same condition, so only the temporal layers (pseudo-3D convolution and attention) can
+place the shape further right in later frames: a per-frame network puts it at the same place on average, and this
+test turns red.
 
 As in ``test_decoder_learns.py`` the condition is an exact code of the scene (background and shape colour,
 one-hot, and the shape's height) through the same ``image_emb`` path, not a CLIP embedding: the point here is the
@@ -20,7 +21,7 @@ from mav_train.components.base import Conditions
 from mav_train.components.registry import component_class
 from mav_train.config.load import load_config
 from mav_train.evaluation.toy_judge import to_uint8
-from mav_train.evaluation.toy_reader import nearest_palette
+from mav_train.evaluation.toy_reader import read_image
 
 RES, FRAMES, FPS = 16, 4, 8.0
 X_START, X_END = 0.28, 0.72  # the shape's centre moves 7 px at 16 px over the clip
@@ -63,20 +64,12 @@ class MovingSquares(IterableDataset):
             yield {"video": video, "image_emb": code, "fps": torch.full((self.batch,), FPS)}
 
 
-def centroid_x(frame: np.ndarray) -> float | None:
-    """Mean column of the pixels whose nearest palette colour differs from the border's (``h w 3`` uint8)."""
-    index, _ = nearest_palette(frame.reshape(-1, 3).astype(np.float32))
-    index = index.reshape(frame.shape[:2])
-    border = np.concatenate([index[0], index[-1], index[:, 0], index[:, -1]])
-    mask = index != np.bincount(border).argmax()
-    return float(np.nonzero(mask)[1].mean()) if 3 <= mask.sum() <= 0.5 * mask.size else None
-
-
 def travel(video: torch.Tensor) -> tuple[list[float], float]:
-    """Per clip, how far right (px) the shape's centroid went from the first to the last frame (nan when a frame
-    shows no shape), and the share of clips whose centroid moves right at every step."""
-    frames = to_uint8(video.permute(0, 2, 1, 3, 4).flatten(0, 1)).reshape(video.shape[0], FRAMES, RES, RES, 3)
-    xs = np.array([[centroid_x(f) if centroid_x(f) is not None else np.nan for f in clip] for clip in frames])
+    """Per clip, how far right (px) the judge's shape centroid went from the first to the last frame (nan when the
+    judge reads no shape in a frame), and the share of clips whose centroid moves right at every step."""
+    frames = to_uint8(video.permute(0, 2, 1, 3, 4).flatten(0, 1))
+    readings = [read_image(frame) for frame in frames]
+    xs = np.array([r.centroid[0] if r.centroid is not None else np.nan for r in readings]).reshape(-1, FRAMES)
     monotone = np.all(np.diff(xs, axis=1) > 0, axis=1)
     return list(xs[:, -1] - xs[:, 0]), float(monotone.mean())
 
