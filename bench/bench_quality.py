@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strength", type=float,
                         help="↑F's model.sample_strength: 1 = from noise, lower = from the noised cross-fade of the "
                              "known frames (default: the checkpoint's)")
+    parser.add_argument("--guidance", type=float, help="↑F's diffusion.guidance_scale (default: the checkpoint's)")
     parser.add_argument("--sr-levels", type=float, nargs="+", default=list(SR_NOISE_LEVELS),
                         help="sampling noise levels of the low-res input to measure (sr_low / sr_high)")
     parser.add_argument("--num", type=int, default=64, help="held-out items per measurement")
@@ -289,13 +290,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"temporal_sr_low {name}:", scores if isinstance(scores, str) else _fmt(scores))
     interpolation_path = args.interpolation or _existing(runs / "interpolation" / "last.ckpt")
     if interpolation_path:
-        if args.strength is None:
-            upf = load_component(interpolation_path)
-        else:  # a sampling setting, not a weight: the checkpoint's config with the strength replaced
+        # Sampling settings, not weights: the checkpoint's config with them replaced.
+        settings = {}
+        if args.strength is not None:
+            settings["model"] = {"sample_strength": args.strength}
+        if args.guidance is not None:
+            settings["diffusion"] = {"guidance_scale": args.guidance}
+        if settings:
             from mav_train.components.registry import component_from_checkpoint, load_checkpoint_file
 
-            upf = component_from_checkpoint(load_checkpoint_file(interpolation_path), interpolation_path,
-                                            {"model": {"sample_strength": args.strength}})
+            upf = component_from_checkpoint(load_checkpoint_file(interpolation_path), interpolation_path, settings)
+        else:
+            upf = load_component(interpolation_path)
         report["interpolation"] = judge_interpolation(upf, args.num, args.steps)
         for name, scores in report["interpolation"].items():
             print(f"interpolation {name}:", scores if isinstance(scores, (str, float)) else _fmt(_flat(scores)))

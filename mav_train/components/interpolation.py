@@ -134,14 +134,15 @@ class Interpolation(TemporalDecoder):
     @torch.no_grad()
     def interpolate(self, video: Tensor, skip: int | None = None, *, fps: float | None = None,
                     generator: torch.Generator | None = None, steps: int | None = None,
-                    guidance_scale: float | None = None) -> Tensor:
+                    guidance_scale: float | None = None, strength: float | None = None) -> Tensor:
         """``video`` ``b 3 t h w`` in [-1, 1] → ``b 3 (t-1)*skip+1 h w``: frame ``i`` of the input is frame
         ``i * skip`` of the output, unchanged; ``skip - 1`` frames are generated between each pair.
 
         Windows of ``data.num_frames`` frames hold the keyframes at their frames 0, skip, 2 skip, ... and share
         their boundary keyframes (:func:`interpolation_windows`); all windows are sampled as one batch. ``fps``
         is the frame rate of the output (the input's times ``skip``; default :meth:`default_fps`). ``skip``
-        defaults to ``model.frame_skip``. ValueError naming the sizes when the skip or the video does not fit.
+        defaults to ``model.frame_skip``; ``strength`` to ``model.sample_strength`` (see :meth:`fill`). ValueError
+        naming the sizes when the skip or the video does not fit.
         """
         skip = self.cfg.model.frame_skip if skip is None else int(skip)
         _check_pixels(video, "video", ndim=5)
@@ -157,7 +158,7 @@ class Interpolation(TemporalDecoder):
                 windows[:, i, :, j * skip] = video[:, :, start + j]
         flat = rearrange(windows, "b n c t h w -> (b n) c t h w")
         filled = self.fill(flat, known, self.default_fps() if fps is None else fps, generator=generator,
-                           steps=steps, guidance_scale=guidance_scale)
+                           steps=steps, guidance_scale=guidance_scale, strength=strength)
         filled = rearrange(filled, "(b n) c t h w -> b n c t h w", b=b)
         span = (per_window - 1) * skip + 1
         out = video.new_zeros(b, 3, (t - 1) * skip + 1, h, w)
@@ -169,7 +170,7 @@ class Interpolation(TemporalDecoder):
     @torch.no_grad()
     def extrapolate(self, video: Tensor, n: int, direction: str = "forward", *, fps: float | None = None,
                     generator: torch.Generator | None = None, steps: int | None = None,
-                    guidance_scale: float | None = None) -> Tensor:
+                    guidance_scale: float | None = None, strength: float | None = None) -> Tensor:
         """``video`` ``b 3 t h w`` → ``b 3 t+n h w``: ``n`` new frames after it (``direction="forward"``) or
         before it (``"backward"``); the given frames come back unchanged. Window by window, each conditioned on
         the last (first) ``min(t, model.masks.max_known)`` frames so far. ``fps``: the video's frame rate."""
@@ -186,19 +187,20 @@ class Interpolation(TemporalDecoder):
             if direction == "forward":
                 window = torch.cat([video[:, :, video.shape[2] - c:], blank], dim=2)
                 out = self.fill(window, forward_mask(self.window, c), fps, generator=generator, steps=steps,
-                                guidance_scale=guidance_scale)
+                                guidance_scale=guidance_scale, strength=strength)
                 video = torch.cat([video, out[:, :, c:c + new]], dim=2)
             else:
                 window = torch.cat([blank, video[:, :, :c]], dim=2)
                 out = self.fill(window, backward_mask(self.window, c), fps, generator=generator, steps=steps,
-                                guidance_scale=guidance_scale)
+                                guidance_scale=guidance_scale, strength=strength)
                 video = torch.cat([out[:, :, self.window - c - new:self.window - c], video], dim=2)
             n -= new
         return video
 
     @torch.no_grad()
     def animate(self, image: Tensor, n: int, *, fps: float | None = None, generator: torch.Generator | None = None,
-                steps: int | None = None, guidance_scale: float | None = None) -> Tensor:
+                steps: int | None = None, guidance_scale: float | None = None,
+                strength: float | None = None) -> Tensor:
         """``image`` ``b 3 h w`` in [-1, 1] → ``b 3 n h w`` whose frame 0 is the image (unchanged): one window
         with only its first frame known, then forward extrapolation for the rest. ``fps``: the video's rate."""
         _check_count(n, "n")
@@ -207,10 +209,10 @@ class Interpolation(TemporalDecoder):
         window = torch.cat([image[:, :, None], image.new_zeros(*image.shape[:2], self.window - 1, *image.shape[2:])],
                            dim=2)
         video = self.fill(window, animation_mask(self.window), fps, generator=generator, steps=steps,
-                          guidance_scale=guidance_scale)[:, :, :n]
+                          guidance_scale=guidance_scale, strength=strength)[:, :, :n]
         if n > self.window:
             video = self.extrapolate(video, n - self.window, fps=fps, generator=generator, steps=steps,
-                                     guidance_scale=guidance_scale)
+                                     guidance_scale=guidance_scale, strength=strength)
         return video
 
 

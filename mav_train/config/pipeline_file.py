@@ -32,6 +32,7 @@ SR_STAGES = ("sr_low", "temporal_sr_low", "sr_high")
 
 # Settings that only some stages take; the rest (checkpoint, steps, guidance, sampler, eta) apply to all.
 ONLY = {"candidates": ("prior",), "fps": ("temporal_decoder",), "skip": ("interpolation",),
+        "strength": ("interpolation",),
         "noise_level": SR_STAGES, "shared_noise": ("temporal_sr_low",)}
 
 
@@ -45,6 +46,9 @@ class StageSettings:
     candidates: int | None = None  # prior: samples per prompt, the one closest to the text kept
     fps: float | None = None  # temporal_decoder: frames per second of the generated clip (default 8)
     skip: int | None = None  # interpolation: frame skip, t -> (t - 1) * skip + 1 frames (default model.frame_skip)
+    # interpolation: start sampling from the cross-fade of the known frames noised to this fraction of the
+    # timesteps, in (0, 1]; 1 = from pure noise (default model.sample_strength)
+    strength: float | None = None
     noise_level: float | None = None  # super-resolution: augmentation level of the low-res input, in [0, 1]
     # temporal_sr_low: one noise draw for every frame of a clip (as SR_h on video always does); default false
     shared_noise: bool | None = None
@@ -92,6 +96,9 @@ def load_pipeline(name: str | None, overrides: dict[str, str]) -> DictConfig:
             if cfg[stage][key] is not None and stage not in stages:
                 raise ConfigError(f"{what}: '{stage}.{key}' does not apply to the {stage} stage (only to "
                                   f"{', '.join(stages)})")
+    strength = cfg.interpolation.strength
+    if strength is not None and not 0.0 < strength <= 1.0:
+        raise ConfigError(f"{what}: 'interpolation.strength' must lie in (0, 1], got {strength}")
     return cfg
 
 

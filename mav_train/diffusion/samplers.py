@@ -120,6 +120,17 @@ def _log_snr_half(ac: float) -> float:
     return 0.5 * (math.log(ac) - math.log1p(-ac)) if ac > 0.0 else -math.inf
 
 
+def run_timesteps(num_timesteps: int, steps: int, strength: float = 1.0) -> list[int]:
+    """The timesteps :func:`sample_loop` visits: ``steps`` trailing-spaced ones, of which only those below
+    ``strength * num_timesteps`` when ``strength`` < 1 (at least the last one)."""
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength must lie in (0, 1], got {strength}")
+    timesteps = spaced_timesteps(num_timesteps, steps)
+    if strength < 1.0:
+        timesteps = [t for t in timesteps if t < strength * num_timesteps] or timesteps[-1:]
+    return timesteps
+
+
 def sample_loop(
     predict: Predict,
     noise: Tensor,
@@ -148,14 +159,11 @@ def sample_loop(
         raise ValueError(f"ddim eta must be >= 0, got {eta}")
     if sampler == "dpmpp" and eta > 0.0:
         raise ValueError(f"sampler dpmpp (DPM-Solver++ 2M) is deterministic; ddim eta must be 0, got {eta}")
-    timesteps = spaced_timesteps(alphas_cumprod.shape[0], steps)
+    timesteps = run_timesteps(alphas_cumprod.shape[0], steps, strength)
     x, x0_previous = noise, None
-    if not 0.0 < strength <= 1.0:
-        raise ValueError(f"strength must lie in (0, 1], got {strength}")
     if strength < 1.0:
         if init is None:
             raise ValueError("strength < 1 starts from an x0 guess: pass init")
-        timesteps = [t for t in timesteps if t < strength * alphas_cumprod.shape[0]] or timesteps[-1:]
         ac = float(alphas_cumprod[timesteps[0]])
         x = (math.sqrt(ac) * init + math.sqrt(1.0 - ac) * noise).to(noise.dtype)
     for i, t in enumerate(timesteps):

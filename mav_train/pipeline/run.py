@@ -12,9 +12,10 @@ from torch import Tensor
 from tqdm import tqdm
 
 from mav_train.components.base import Conditions
+from mav_train.diffusion.samplers import run_timesteps
 from mav_train.pipeline.plan import DEFAULT_FPS, skip_of
 from mav_train.pipeline.sr_video import sr_high_on_video
-from mav_train.pipeline.stages import Stage
+from mav_train.pipeline.stages import Stage, effective_settings
 
 
 @dataclass
@@ -80,7 +81,7 @@ def run_stage(stage: Stage, state: ChainState, generator: torch.Generator) -> No
                                 generator=generator)
     elif name == "interpolation":
         state.fps = state.fps or DEFAULT_FPS  # an image to animate has none
-        kwargs = {"generator": generator, "steps": steps, "guidance_scale": guidance}
+        kwargs = {"generator": generator, "steps": steps, "guidance_scale": guidance, "strength": _float(s.strength)}
         if state.pixels.ndim == 4:  # image animation: the image is the first frame; fps: the clip's rate
             state.pixels = m.animate(state.pixels, int(stage.get("data.num_frames")), fps=state.fps, **kwargs)
         else:  # fps: the rate of ↑F's output
@@ -111,6 +112,9 @@ def network_calls(stage: Stage, state: ChainState) -> int:
     """Network evaluations the stage will make (the progress bar's total)."""
     if stage.name == "sr_high" and state.pixels is not None and state.pixels.ndim == 5:
         return default_steps(stage) * state.pixels.shape[0]  # one clip at a time
+    if stage.name == "interpolation" and state.pixels is not None and state.pixels.ndim == 5:
+        strength = effective_settings(stage)["strength"]  # from the noised cross-fade: the last steps only
+        return len(run_timesteps(int(stage.get("diffusion.timesteps")), default_steps(stage), float(strength)))
     return default_steps(stage)
 
 

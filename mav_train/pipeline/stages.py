@@ -118,6 +118,7 @@ def effective_settings(stage: Stage) -> dict:
         out["fps"] = pick(s.fps, DEFAULT_FPS)
     elif stage.name == "interpolation":
         out["skip"] = skip_of(stage)
+        out["strength"] = pick(s.strength, stage.get("model.sample_strength"))
     elif stage.name in ("sr_low", "temporal_sr_low", "sr_high"):
         out["noise_level"] = pick(s.noise_level, stage.get("model.low_res_noise_level"))
         if stage.name == "temporal_sr_low":

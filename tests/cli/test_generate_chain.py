@@ -35,7 +35,7 @@ def test_text_to_video_through_every_stage(ckpts, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(f"{PROMPT}\n\na small green square in the middle on a white background\n")
     assert main(["generate", f"prompt={prompts}", *video_args(ckpts), "num=1", f"out={out}", "seed=3",
-                 "temporal_decoder.fps=4", "temporal_sr_low.shared_noise=true"]) == 0
+                 "temporal_decoder.fps=4", "temporal_sr_low.shared_noise=true", "interpolation.strength=0.5"]) == 0
     # The final clips: SR_h's size, ↑F's frame count ((4 - 1) * 2 + 1 = 7).
     for i in range(2):
         clip = decode_mp4(out / f"{i:03d}.mp4")
@@ -65,6 +65,7 @@ def test_text_to_video_through_every_stage(ckpts, tmp_path, capsys):
     assert record["stages"][4]["effective_settings"] == {"steps": 2, "guidance": 1.0, "sampler": "ddim", "eta": 0.0,
                                                          "noise_level": 0.05}
     assert record["stages"][3]["effective_settings"]["shared_noise"] is True
+    assert record["stages"][2]["effective_settings"]["strength"] == 0.5
     assert "wrote 2 sample(s)" in capsys.readouterr().out
 
 
@@ -183,6 +184,8 @@ def test_bad_input_is_one_line_before_sampling(ckpts, tmp_path, capsys, monkeypa
     _fails(capsys, ["prompt=x", *ok, "interpolation.skp=2"], "interpolation.skp")
     _fails(capsys, ["prompt=x", *ok, "prior.skip=2"], "does not apply to the prior stage")
     _fails(capsys, ["prompt=x", *ok, "sr_high.shared_noise=true"], "does not apply to the sr_high stage")
+    _fails(capsys, ["prompt=x", *ok, "temporal_decoder.strength=0.5"], "does not apply to the temporal_decoder")
+    _fails(capsys, ["prompt=x", *ok, "interpolation.strength=0"], "'interpolation.strength' must lie in (0, 1]")
     _fails(capsys, ["prompt=x", "temporal_decoder=none"], "no stage to run")
     _fails(capsys, [f"temporal_decoder={ckpts['temporal_decoder']}"], "give prior= with a prompt")
     _fails(capsys, ["prompt=x", f"image={tmp_path / 'none.png'}", *ok], "cannot read image")

@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from datamodules.toy_world import draw_scene, random_scene
@@ -223,6 +224,19 @@ def test_interpolate_samples_every_window_in_one_batch(monkeypatch):
     monkeypatch.setattr(module, "fill", recording_fill)
     module.interpolate(random_video(b=2, t=16), 5, fps=24.0, steps=1)
     assert calls == [((2 * 15, 3, FRAMES, 16, 16), interpolation_mask(FRAMES, 5).tolist(), 24.0)]
+
+
+def test_strength_given_to_interpolate_samples_as_the_recipe_setting_does():
+    """``interpolate(strength=s)`` (generate's ``interpolation.strength``) is ``model.sample_strength=s``."""
+    module = interpolation_module()
+    perturb(module.ema_network, std=0.02, seed=1)
+    video = random_video(b=1, t=4)
+    given = module.interpolate(video, 2, steps=4, strength=0.3, generator=torch.Generator().manual_seed(0))
+    OmegaConf.set_readonly(module.cfg, False)
+    module.cfg.model.sample_strength = 0.3
+    assert torch.equal(given, module.interpolate(video, 2, steps=4, generator=torch.Generator().manual_seed(0)))
+    module.cfg.model.sample_strength = 1.0
+    assert not torch.equal(given, module.interpolate(video, 2, steps=4, generator=torch.Generator().manual_seed(0)))
 
 
 def test_extrapolate_both_directions_and_animate_keep_the_given_frames():

@@ -5,6 +5,7 @@ import torch
 
 from mav_train.config.schema import DiffusionConfig
 from mav_train.diffusion import GaussianDiffusion
+from mav_train.diffusion.samplers import run_timesteps
 
 
 def _diffusion(**kw) -> GaussianDiffusion:
@@ -235,6 +236,8 @@ def test_strength_starts_part_way_from_the_noised_init(sampler):
     out = d.sample(_oracle(d, x0), noise, init=x0, strength=0.4, clip_denoised=False,
                    generator=torch.Generator().manual_seed(2), callback=lambda i, t, x, p: seen.append(t))
     assert max(seen) < 0.4 * d.num_timesteps and len(seen) == 8  # 20 spaced steps, 8 of them below t = 400
+    assert seen == run_timesteps(d.num_timesteps, 20, 0.4)  # what generate's progress bar counts
+    assert run_timesteps(1000, 50, 0.001) == [19]  # below the first spaced step: that step alone
     assert torch.allclose(out, x0, atol=1e-6)
     full = d.sample(_oracle(d, x0), noise, init=x0 * 0, strength=1.0, clip_denoised=False)
     assert torch.allclose(full, x0, atol=1e-6)  # strength 1 ignores init
