@@ -31,6 +31,8 @@ __all__ = ["ToyLabel", "ToyScores", "Reading", "VideoReading", "parse_caption", 
 
 IMAGE_ATTRIBUTES = ("background", "color", "shape", "position", "size")
 VIDEO_EXTRAS = ("identity", "displacement_px", "flicker", "direction")
+# Frames that break identity, by first reason (``counts`` of video scores; shares in the table).
+IDENTITY_LOSSES = ("identity_unreadable", "identity_other_color", "identity_other_shape")
 
 
 def to_uint8(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -101,6 +103,11 @@ class ToyScores:
             else:
                 text = f"{100 * value:.1f}%"
             lines.append(f"{name:<16} {text:>8}")
+            frames = self.counts.get("frames", 0)
+            if name == "identity" and frames:  # the frames that break it, by reason, as shares of all frames
+                for loss in IDENTITY_LOSSES:
+                    label = "  " + loss.removeprefix("identity_").replace("_", " ")
+                    lines.append(f"{label:<16} {100 * self.counts.get(loss, 0) / frames:>7.1f}%")
         return "\n".join(lines)
 
 
@@ -131,6 +138,18 @@ def score_images(images: torch.Tensor | Iterable[np.ndarray], captions: Sequence
                      shape=share["shape"], position=share["position"], size=share["size"], counts=counts)
 
 
+def identity_loss(frame: Reading, clip: VideoReading) -> str | None:
+    """Why a frame does not count towards its clip's identity: unreadable, or another colour than the clip's
+    majority, or the same colour but another shape; None when it counts."""
+    if not frame.readable:
+        return "identity_unreadable"
+    if frame.color != clip.color:
+        return "identity_other_color"
+    if frame.shape != clip.shape:
+        return "identity_other_shape"
+    return None
+
+
 def _mean(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return float(np.mean(present)) if present else None
@@ -145,7 +164,8 @@ def score_videos(videos: torch.Tensor | Iterable[np.ndarray], captions: Sequence
 
     items = _items(videos)
     labels = _labels(captions, len(items))
-    counts = dict.fromkeys(("background", "color", "shape", "readable", "size", "direction", "frames"), 0)
+    counts = dict.fromkeys(("background", "color", "shape", "readable", "size", "direction", "frames",
+                            *IDENTITY_LOSSES), 0)
     readings = [read_video(clip) for clip in items]
     directed = 0
     for reading, label in zip(readings, labels, strict=True):
@@ -153,6 +173,9 @@ def score_videos(videos: torch.Tensor | Iterable[np.ndarray], captions: Sequence
             for name, hit in _image_hits(frame, label).items():
                 if name in ("background", "color", "shape", "readable"):
                     counts[name] += int(hit)
+            loss = identity_loss(frame, reading)
+            if loss:
+                counts[loss] += 1
         counts["frames"] += len(reading.frames)
         counts["size"] += int(reading.size_fraction is not None and size_word(reading.size_fraction) == label.size)
         if label.direction is not None:

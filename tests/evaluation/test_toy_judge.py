@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -165,3 +166,19 @@ def test_video_tensor_input_and_table():
     scores = score_videos(tensor, [caption_of(scene)])
     assert scores.as_dict() == score_videos([frames], [caption_of(scene)]).as_dict()
     assert "identity" in scores.table() and scores.direction == 1.0
+
+
+def test_identity_losses_are_counted_by_reason():
+    """Frames that break a clip's identity are counted as unreadable, another colour, or another shape."""
+    scene = Scene(shape="triangle", color=3, background=2, size=0.35, x=0.5, y=0.5, vx=0.0)
+    base = np.asarray(draw_scene(scene, 32))
+    other_shape = np.asarray(draw_scene(replace(scene, shape="square"), 32))
+    other_color = np.asarray(draw_scene(replace(scene, color=5), 32))
+    flat = np.broadcast_to(base[0, 0], base.shape).copy()  # the background alone: unreadable
+    frames = np.stack([base] * 10 + [other_shape] * 3 + [other_color] * 2 + [flat])
+    scores = score_videos([frames], [caption_of(scene)])
+    counts = scores.counts
+    assert (counts["identity_unreadable"], counts["identity_other_color"], counts["identity_other_shape"]) == (1, 2, 3)
+    assert scores.identity == pytest.approx(10 / 16)
+    table = scores.table()
+    assert "  other shape       18.8%" in table and table.index("identity") < table.index("  unreadable")
