@@ -24,15 +24,13 @@ from einops import rearrange
 
 from mav_train.evaluation.toy_labels import ToyLabel, parse_caption
 from mav_train.evaluation.toy_reader import Reading, read_image
-from mav_train.evaluation.toy_video import VideoReading, read_video
+from mav_train.evaluation.toy_video import IDENTITY_LOSSES, VideoReading, identity_loss, read_video
 
 __all__ = ["ToyLabel", "ToyScores", "Reading", "VideoReading", "parse_caption", "read_image", "read_video",
            "score_images", "score_videos", "to_uint8"]
 
 IMAGE_ATTRIBUTES = ("background", "color", "shape", "position", "size")
 VIDEO_EXTRAS = ("identity", "displacement_px", "flicker", "direction")
-# Frames that break identity, by first reason (``counts`` of video scores; shares in the table).
-IDENTITY_LOSSES = ("identity_unreadable", "identity_other_color", "identity_other_shape")
 
 
 def to_uint8(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -138,18 +136,6 @@ def score_images(images: torch.Tensor | Iterable[np.ndarray], captions: Sequence
                      shape=share["shape"], position=share["position"], size=share["size"], counts=counts)
 
 
-def identity_loss(frame: Reading, clip: VideoReading) -> str | None:
-    """Why a frame does not count towards its clip's identity: unreadable, or another colour than the clip's
-    majority, or the same colour but another shape; None when it counts."""
-    if not frame.readable:
-        return "identity_unreadable"
-    if frame.color != clip.color:
-        return "identity_other_color"
-    if frame.shape != clip.shape:
-        return "identity_other_shape"
-    return None
-
-
 def _mean(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return float(np.mean(present)) if present else None
@@ -173,7 +159,7 @@ def score_videos(videos: torch.Tensor | Iterable[np.ndarray], captions: Sequence
             for name, hit in _image_hits(frame, label).items():
                 if name in ("background", "color", "shape", "readable"):
                     counts[name] += int(hit)
-            loss = identity_loss(frame, reading)
+            loss = identity_loss(frame, reading.color, reading.shape)  # counts: why identity is lost
             if loss:
                 counts[loss] += 1
         counts["frames"] += len(reading.frames)

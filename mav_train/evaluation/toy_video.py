@@ -41,6 +41,22 @@ def _majority(values: list[str]) -> str | None:
     return Counter(values).most_common(1)[0][0] if values else None
 
 
+# Why a frame breaks its clip's identity, by first reason (None: it keeps it).
+IDENTITY_LOSSES = ("identity_unreadable", "identity_other_color", "identity_other_shape")
+
+
+def identity_loss(frame: Reading, color: str | None, shape: str | None) -> str | None:
+    """Why ``frame`` does not show the clip's majority ``color`` and ``shape``: unreadable, another colour, or the
+    same colour but another shape (one of :data:`IDENTITY_LOSSES`); None when it shows both."""
+    if not frame.readable:
+        return "identity_unreadable"
+    if frame.color != color:
+        return "identity_other_color"
+    if frame.shape != shape:
+        return "identity_other_shape"
+    return None
+
+
 BACKGROUND_MASK_BELOW = 0.02  # a pixel is background when its soft shape mask is below this
 
 
@@ -87,7 +103,7 @@ def read_video(frames: np.ndarray) -> VideoReading:
     readable = [r for r in readings if r.readable]
     color = _majority([r.color for r in readable])
     shape = _majority([r.shape for r in readable])
-    identity = sum(r.readable and r.color == color and r.shape == shape for r in readings) / len(readings)
+    identity = sum(identity_loss(r, color, shape) is None for r in readings) / len(readings)
     steps = [np.hypot(b.centroid[0] - a.centroid[0], b.centroid[1] - a.centroid[1])
              for a, b in zip(readings[:-1], readings[1:], strict=True) if a.readable and b.readable]
     dx = initial_dx(readings)
