@@ -112,8 +112,9 @@ def judge_prior(prior, decoder, num: int, seed: int = 0, batch: int = 32) -> dic
 
 
 @torch.no_grad()
-def judge_temporal_decoder(module, num: int, seed: int = 0, batch: int = 16) -> dict:
-    """Videos conditioned on held-out clips' first frames at several fps; judged per fps."""
+def judge_temporal_decoder(module, num: int, seed: int = 0, batch: int = 16, guidance: float | None = None) -> dict:
+    """Videos conditioned on held-out clips' first frames at several fps (guidance: the recipe's by default);
+    judged per fps."""
     cfg = module.cfg
     clips, captions = heldout_clips(num, seed=1, resolution=cfg.data.resolution, frames=cfg.data.num_frames)
     out = {}
@@ -123,7 +124,7 @@ def judge_temporal_decoder(module, num: int, seed: int = 0, batch: int = 16) -> 
         for start in range(0, num, batch):
             first = clips[start:start + batch, :, 0]
             samples.append(module.sample(module.video_conditions(first, fps), module.sample_shape(first.shape[0]),
-                                         generator=generator))
+                                         generator=generator, guidance_scale=guidance))
         out[f"fps{fps}"] = score_videos(torch.cat(samples), captions).as_dict()
     return out
 
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strength", type=float,
                         help="↑F's model.sample_strength: 1 = from noise, lower = from the noised cross-fade of the "
                              "known frames (default: the checkpoint's)")
-    parser.add_argument("--guidance", type=float, help="↑F's diffusion.guidance_scale (default: the checkpoint's)")
+    parser.add_argument("--guidance", type=float, help="guidance scale of D^t and ↑F (default: each checkpoint's own)")
     parser.add_argument("--sr-levels", type=float, nargs="+", default=list(SR_NOISE_LEVELS),
                         help="sampling noise levels of the low-res input to measure (sr_low / sr_high)")
     parser.add_argument("--num", type=int, default=64, help="held-out items per measurement")
@@ -272,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
             print("prior cos(pred, true image), unseen pairs:", _fmt(report["prior"]["unseen_pairs"]),
                   "| any pairs:", _fmt(report["prior"]["any_pairs"]))
     if temporal_path:
-        report["temporal_decoder"] = judge_temporal_decoder(load_component(temporal_path), args.num)
+        report["temporal_decoder"] = judge_temporal_decoder(load_component(temporal_path), args.num,
+                                                            guidance=args.guidance)
         for fps, scores in report["temporal_decoder"].items():
             print(f"temporal_decoder {fps}:", _fmt(scores))
     for name, path in (("sr_low", sr_low_path), ("sr_high", sr_high_path)):
