@@ -112,8 +112,8 @@ def network_calls(stage: Stage, state: ChainState) -> int:
     """Network evaluations the stage will make (the progress bar's total)."""
     if stage.name == "sr_high" and state.pixels is not None and state.pixels.ndim == 5:
         return default_steps(stage) * state.pixels.shape[0]  # one clip at a time
-    if stage.name == "interpolation" and state.pixels is not None and state.pixels.ndim == 5:
-        strength = effective_settings(stage)["strength"]  # from the noised cross-fade: the last steps only
+    if stage.name == "interpolation":  # interpolation (one batch of windows) or animation (one window)
+        strength = effective_settings(stage)["strength"]  # from the noised known-frame blend: the last steps only
         return len(run_timesteps(int(stage.get("diffusion.timesteps")), default_steps(stage), float(strength)))
     return default_steps(stage)
 

@@ -105,14 +105,20 @@ def test_text_to_image_chain_with_a_pipeline_file(ckpts, tmp_path):
     assert record["stages"][1]["effective_settings"]["eta"] == 0.0
 
 
-def test_image_animation_and_video_frame_rate(ckpts, tmp_path):
+def test_image_animation_and_video_frame_rate(ckpts, tmp_path, capsys):
+    import re
+
     from PIL import Image
 
     image = tmp_path / "in.png"
     Image.fromarray(np.full((20, 30, 3), 200, dtype=np.uint8)).save(image)
     out = tmp_path / "anim"
     # The chain minus P: the image is ↑F's first frame (animation), then SR_l^t and SR_h.
-    assert main(["generate", f"image={image}", *video_args(ckpts), "num=1", f"out={out}"]) == 0
+    args = [a for a in video_args(ckpts) if a != "progress=false"]
+    assert main(["generate", f"image={image}", *args, "num=1", f"out={out}", "interpolation.strength=0.5"]) == 0
+    # ↑F's bar counts the steps that run from the noised first frame (strength 0.5 of 2 steps: 1), and ends full.
+    done, total = re.findall(r"interpolation\s*:?\s*\d+%\|[^|]*\|\s*(\d+)/(\d+)", capsys.readouterr().err)[-1]
+    assert done == total == "1"
     assert decode_mp4(out / "000.mp4").shape == (4, 32, 32, 3)  # ↑F's clip length
     assert not (out / "stages" / "temporal_decoder").exists()
     assert (out / "000.txt").read_text().strip() == "in"
