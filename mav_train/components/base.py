@@ -123,16 +123,16 @@ class TrainableComponent(L.LightningModule):
             total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
             self.log("train/grad_norm", total, on_step=True)
 
-    @override
-    def configure_optimizers(self):
+    def lr_scaled_groups(self) -> list[dict]:
+        """AdamW parameter groups of ``optim.lr_scales``. A scale of 0 freezes: those parameters get
+        ``requires_grad=False`` and no group (no gradient, no AdamW state); they still count as matching their
+        pattern when this runs again."""
         o = self.cfg.optim
-        # Parameters an lr scale of 0 froze in an earlier call stay in the list, so that their pattern still matches.
         frozen = self.__dict__.setdefault("_lr_scale_frozen", set())
         named = [(n, p) for n, p in self.trained_module().named_parameters() if p.requires_grad or n in frozen]
         if not named:
             raise ValueError("no trainable parameters: check model.freeze_spatial and the network config")
         groups = lr_scale_groups(named, dict(o.lr_scales or {}), o.lr)
-        # A scale of 0 freezes: those parameters get no gradient and no AdamW state (cheaper than a zero rate).
         zero = {id(p) for g in groups if g["lr"] == 0 for p in g["params"]}
         for name, param in named:
             if id(param) in zero:
@@ -141,9 +141,21 @@ class TrainableComponent(L.LightningModule):
         groups = [g for g in groups if g["lr"] != 0]
         if not groups:
             raise ValueError("no trainable parameters: every optim.lr_scales group has scale 0")
+        return groups
+
+    @override
+    def setup(self, stage: str) -> None:
+        # Freeze before the strategy wraps the model: DDP records at wrapping which parameters will get gradients.
+        if stage == "fit":
+            self.lr_scaled_groups()
+
+    @override
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        groups = self.lr_scaled_groups()
         # The fused kernel where torch has one (CPU, CUDA): measured on the demo decoder's 3M parameters on 2 CPU
         # cores, 4.4 ms per step against 15.9 ms for torch's CPU default (a Python loop over the parameters).
-        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for _, p in named)
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
         optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay,
                                       fused=fused)
         total = o.decay_steps or self.cfg.trainer.max_steps

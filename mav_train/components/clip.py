@@ -51,6 +51,7 @@ class ClipComponent(TrainableComponent):
 
     @override
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         # Under DDP every rank's features are gathered, so each image is contrasted with the global batch.
         world = self.trainer.world_size if self._trainer is not None else 1
         if world > 1:
