@@ -78,6 +78,7 @@ class TrainableComponent(L.LightningModule):
         self.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
         self.__dict__["_clip"] = clip
         self.skip_tally = SkipTally()
+        self._lr_scale_frozen: set[str] = set()  # names of parameters an optim.lr_scales entry of 0 froze
 
     # ----- frozen CLIP --------------------------------------------------------------------------------------
     @property
@@ -128,7 +129,7 @@ class TrainableComponent(L.LightningModule):
         ``requires_grad=False`` and no group (no gradient, no AdamW state); they still count as matching their
         pattern when this runs again."""
         o = self.cfg.optim
-        frozen = self.__dict__.setdefault("_lr_scale_frozen", set())
+        frozen = self._lr_scale_frozen
         named = [(n, p) for n, p in self.trained_module().named_parameters() if p.requires_grad or n in frozen]
         if not named:
             raise ValueError("no trainable parameters: check model.freeze_spatial and the network config")

@@ -63,6 +63,23 @@ def test_pipeline_trains_in_order_generates_judges_and_resumes(tmp_path, capsys,
         assert f"pretrained: {clip_file}" in config, stage
         assert torch.load(root / stage / "last.ckpt", weights_only=True)["global_step"] == 2
     assert f"checkpoint: {root / 'decoder' / 'last.ckpt'}" in (root / "temporal_decoder" / "config.yaml").read_text()
+    # P trained from the demo shards' embeddings (data.embeddings: demo): a folder of its own, without its held-out
+    # colour x shape pairs, which the decoder's folder has.
+    import pyarrow.parquet as pq
+    from omegaconf import OmegaConf
+
+    def folder_captions(stage: str) -> list[str]:
+        folder = Path(OmegaConf.load(root / stage / "config.yaml").data.embeddings)
+        return [c for f in sorted((folder / "metadata").glob("*.parquet"))
+                for c in pq.read_table(f).column("caption").to_pylist()]
+
+    held_out = OmegaConf.load(root / "prior" / "config.yaml").data.holdout_pairs
+    prior_captions, decoder_captions = folder_captions("prior"), folder_captions("decoder")
+    def has_pair(c: str) -> bool:
+        return any(f" {pair} " in f" {c} " for pair in held_out)
+
+    assert prior_captions and not any(has_pair(c) for c in prior_captions)
+    assert sum(map(has_pair, decoder_captions)) == len(decoder_captions) - len(prior_captions) > 0
     # generate ran on the two prompts (one of a held-out pair) and the judge scored both clips.
     gen = root / "generated"
     assert sorted(p.name for p in gen.glob("*.mp4")) == ["000.mp4", "001.mp4"]
