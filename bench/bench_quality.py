@@ -61,7 +61,8 @@ def _frozen_from(module):
 
     path = export_open_clip(module.network, Path(tempfile.mkdtemp(prefix="bench_quality_")) / EXPORT_NAME)
     clip = module.cfg.clip
-    return FrozenCLIP(ClipConfig(model=clip.model, pretrained=str(path), tokenizer=clip.tokenizer))
+    return FrozenCLIP(ClipConfig(model=clip.model, pretrained=str(path), custom_cfg=clip.custom_cfg,
+                                 tokenizer=clip.tokenizer))
 
 
 @torch.no_grad()

@@ -29,14 +29,16 @@ _DROP_ENV = ("SLURM_", "RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTE
 
 def demo_clip_path(cache_dir: str | Path | None = None, overrides: tuple[str, ...] = ()) -> Path:
     """Where the toy CLIP of the current ``recipes/demo/clip.yaml`` (with ``overrides``) lives. The file name
-    hashes the recipe's text, the overrides and the demo data format version, so an edited recipe or toy world
-    trains a new CLIP instead of reusing a stale one, while new schema fields elsewhere (other components'
-    settings) do not invalidate it."""
+    hashes the recipe's text, the overrides, the toy CLIP's architecture and the demo data format version, so an
+    edited recipe, architecture or toy world trains a new CLIP instead of reusing a stale one, while new schema
+    fields elsewhere (other components' settings) do not invalidate it."""
     from datamodules.demo import DEMO_FORMAT_VERSION
     from mav_train.config.load import recipe_path
+    from mav_train.nn.encoders import TOY_CLIP_ARCH
 
     text = recipe_path(RECIPE).read_text()
     key = [text, list(overrides), DEMO_FORMAT_VERSION]  # a changed toy-world generator trains a new CLIP too
+    key.append(TOY_CLIP_ARCH)  # model: toy's weights would not load into another architecture
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
     return _root(cache_dir) / f"toy_clip-{digest}.pt"
 

@@ -52,7 +52,8 @@ def validate(cfg: DictConfig, components: Iterable[str]) -> None:
             f"(img2dataset/video2dataset output), or train on the built-in toy data with recipe={demo}"
         )
     positive = ["data.batch_size", "data.resolution", "data.num_frames", "data.epoch_samples",
-                "unet.base_channels", "unet.num_res_blocks", "diffusion.timesteps", "trainer.max_steps"]
+                "unet.base_channels", "unet.num_res_blocks", "diffusion.timesteps", "trainer.max_steps",
+                "checkpoint.every_n_steps"]  # also the validation interval unless trainer.val_check_interval
     for key in positive:
         if _get(cfg, key) <= 0:
             raise ConfigError(f"invalid value for '{key}': {_get(cfg, key)} must be positive")

@@ -28,12 +28,13 @@ from mav_train.config.schema import ClipConfig
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".npz")
 
 # ``model: toy``: the CLIP of the toy world (``recipes/demo/clip.yaml`` trains it). Our choice, by measurement: a
-# small open_clip ModifiedResNet on 64-pixel input (toy images are upsampled) and a 2-layer text transformer over
-# 16 tokens (toy captions are at most 14). A ViT of the same cost (8-pixel patches on 32 pixels) never learned
-# where the shape is (position read at chance after 400 steps, against 88% for this ResNet).
+# small open_clip ModifiedResNet on the 32-pixel toy images and a 2-layer text transformer over 16 tokens (toy
+# captions are at most 14). A ViT of the same cost (8-pixel patches on 32 pixels) never learned where the shape
+# is (position read at chance after 400 steps, against 88% for this ResNet). The same ResNet on 64-pixel input
+# (images upsampled) read shape better (94% against 84%) at 4.7 times the image tower's cost (README).
 TOY_CLIP_ARCH: dict[str, Any] = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 32, "head_width": 32},
+    "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 32, "head_width": 32},
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 96, "heads": 3, "layers": 2},
 }
 

@@ -35,3 +35,13 @@ def test_two_processes_train_the_demo_clip_once(tmp_path):
     assert clip.fingerprint != FrozenCLIP(ClipConfig(model="toy")).fingerprint  # trained, not the random init
     # Another recipe (here: other overrides) is another file; the first stays.
     assert demo_clip_path(tmp_path, TINY[:-1]) != expected
+
+
+def test_another_toy_clip_architecture_is_another_file(tmp_path, monkeypatch):
+    """A cache trained with an earlier toy CLIP architecture (e.g. 64 px input) is not loaded into the current one."""
+    import mav_train.nn.encoders as encoders
+
+    before = demo_clip_path(tmp_path)
+    changed = {**encoders.TOY_CLIP_ARCH, "vision_cfg": {**encoders.TOY_CLIP_ARCH["vision_cfg"], "image_size": 64}}
+    monkeypatch.setattr(encoders, "TOY_CLIP_ARCH", changed)
+    assert demo_clip_path(tmp_path) != before

@@ -54,6 +54,13 @@ def test_bad_choice_is_named():
         validate(cfg, COMPONENTS)
 
 
+def test_checkpoint_interval_must_be_positive():
+    """checkpoint.every_n_steps=0 used to crash the first training step (it is also the validation interval)."""
+    cfg = load_config("demo/decoder", ["checkpoint.every_n_steps=0"])
+    with pytest.raises(ConfigError, match="'checkpoint.every_n_steps': 0 must be positive"):
+        validate(cfg, COMPONENTS)
+
+
 def test_unknown_recipe_lists_known_ones():
     with pytest.raises(ConfigError, match="demo/decoder"):
         load_config("nope")
