@@ -82,7 +82,9 @@ class DiffusionConfig:
     schedule: str = "cosine"  # cosine | linear
     linear_start: float = 1e-4
     linear_end: float = 2e-2
-    parameterization: str = "eps"  # eps | v | x0 (the prior predicts x0)
+    parameterization: str = "eps"  # eps | v | x0 (the prior predicts x0) | edm (skip + correction, Karras et al.)
+    # edm only: the data's standard deviation, which sets where the skip hands over to the prediction.
+    sigma_data: float = 0.5
     # Min-SNR-gamma loss weighting (0 = off, plain MSE on the target); 5 is the paper's value.
     min_snr_gamma: float = 0.0
     # With min-SNR: the x0-error weight never falls below this (0 = plain min-SNR, whose weight SNR -> 0 at the

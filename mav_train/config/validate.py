@@ -15,7 +15,7 @@ CHOICES = {
     "data.cond_frame": ("first", "middle", "random"),
     "data.small_images": ("upscale", "skip"),
     "diffusion.schedule": ("cosine", "linear"),
-    "diffusion.parameterization": ("eps", "v", "x0"),
+    "diffusion.parameterization": ("eps", "v", "x0", "edm"),
     "diffusion.sampler": ("ddim", "ddpm", "dpmpp"),
     "logger.kind": ("wandb", "csv", "none"),
     "logger.mode": ("auto", "online", "offline", "disabled"),

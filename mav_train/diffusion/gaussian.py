@@ -103,17 +103,17 @@ class GaussianDiffusion(nn.Module):
     def target(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
         """Regression target of the network (``noise`` for eps, ``v`` for v, ``x0`` for x0), shape of ``x0``."""
         a, s = self._a_s(t, x0)
-        return param.target(self.cfg.parameterization, x0, noise, a, s).to(x0.dtype)
+        return param.target(self.cfg.parameterization, x0, noise, a, s, self.cfg.sigma_data).to(x0.dtype)
 
     def predict_x0(self, x_t: Tensor, t: Tensor, model_out: Tensor) -> Tensor:
         """Clean sample implied by the network output at ``x_t``, shape of ``x_t``."""
         a, s = self._a_s(t, x_t)
-        return param.x0_from_output(self.cfg.parameterization, x_t, model_out, a, s).to(x_t.dtype)
+        return param.x0_from_output(self.cfg.parameterization, x_t, model_out, a, s, self.cfg.sigma_data).to(x_t.dtype)
 
     def predict_eps(self, x_t: Tensor, t: Tensor, model_out: Tensor) -> Tensor:
         """Noise implied by the network output at ``x_t``, shape of ``x_t``."""
         a, s = self._a_s(t, x_t)
-        return param.eps_from_output(self.cfg.parameterization, x_t, model_out, a, s).to(x_t.dtype)
+        return param.eps_from_output(self.cfg.parameterization, x_t, model_out, a, s, self.cfg.sigma_data).to(x_t.dtype)
 
     def loss_per_sample(self, model_out: Tensor, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
         """Float32 MSE against the target, averaged over all but the batch dim: ``(b,)``."""
@@ -138,6 +138,9 @@ class GaussianDiffusion(nn.Module):
         snr = (alphas / (1.0 - alphas)).clamp(min=1e-12)
         clipped = snr.clamp(max=self.cfg.min_snr_gamma, min=self.cfg.min_snr_floor)
         kind = self.cfg.parameterization
+        if kind == "edm":  # the x0 error is c_out^2 times F's: c_out^2 = d^2 / (1 + d^2 SNR)
+            d2 = self.cfg.sigma_data**2
+            return (clipped * d2 / (1.0 + d2 * snr)).float().to(t.device)
         weight = clipped / snr if kind == "eps" else clipped / (snr + 1.0) if kind == "v" else clipped
         return weight.float().to(t.device)
 

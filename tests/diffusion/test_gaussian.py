@@ -74,7 +74,7 @@ def test_q_sample_rejects_mismatched_t():
         )
 
 
-@pytest.mark.parametrize("kind", ["eps", "v", "x0"])
+@pytest.mark.parametrize("kind", ["eps", "v", "x0", "edm"])
 @pytest.mark.parametrize("shape", [(4, 3, 8, 8), (2, 3, 5, 4, 4), (6, 16)])
 def test_conversions_are_exact_inverses(kind, shape):
     d = _diffusion(parameterization=kind)
@@ -91,6 +91,16 @@ def test_conversions_are_exact_inverses(kind, shape):
         assert torch.equal(out, noise)
     elif kind == "x0":  # the prior's default: the network predicts the clean vector itself
         assert torch.equal(out, x0)
+    elif kind == "edm":
+        a = d.alphas_cumprod64[t].sqrt().view(-1, *[1] * (len(shape) - 1))
+        s = (1 - d.alphas_cumprod64[t]).sqrt().view(-1, *[1] * (len(shape) - 1))
+        # sigma_data 1 is v-prediction with the sign flipped; at the clean end the skip passes x_t / a through.
+        assert torch.allclose(param.target("edm", x0, noise, a, s, 1.0), -(a * noise - s * x0), atol=1e-12)
+        c_skip, c_out = param.edm_coefficients(a, s, d.cfg.sigma_data)
+        assert torch.allclose(c_skip[0] * a[0], torch.ones((), dtype=torch.float64), atol=1e-3)
+        assert c_out[0].max() < 0.05  # t = 0: nearly all skip
+        assert c_skip[-1].max() < 0.01  # t = T - 1: nearly all prediction, F = x0 / sigma_data
+        assert torch.allclose(c_out[-1], torch.tensor(d.cfg.sigma_data, dtype=torch.float64), rtol=1e-2)
     else:
         # Float64 inputs use the float64 schedule.
         a = d.alphas_cumprod64[t].sqrt().view(-1, *[1] * (len(shape) - 1))
@@ -110,7 +120,7 @@ def test_eps_and_v_targets_differ_and_x0_agrees():
 
 
 def test_unknown_parameterization_and_sampler():
-    with pytest.raises(ValueError, match="eps, v, x0"):
+    with pytest.raises(ValueError, match="eps, v, x0, edm"):
         _diffusion(parameterization="x_start")
     with pytest.raises(ValueError, match="ddim, ddpm"):
         _diffusion(sampler="euler")
@@ -118,7 +128,7 @@ def test_unknown_parameterization_and_sampler():
         _diffusion(sample_steps=2000)
 
 
-@pytest.mark.parametrize("kind", ["eps", "v", "x0"])
+@pytest.mark.parametrize("kind", ["eps", "v", "x0", "edm"])
 def test_loss(kind):
     d = _diffusion(parameterization=kind)
     x0, noise = torch.randn(3, 3, 2, 4, 4), torch.randn(3, 3, 2, 4, 4)
@@ -142,13 +152,14 @@ def test_min_snr_weighting_caps_the_x0_weight():
     from mav_train.config.schema import DiffusionConfig
     from mav_train.diffusion import GaussianDiffusion as _Diffusion
 
-    for parameterization in ("eps", "v", "x0"):
+    for parameterization in ("eps", "v", "x0", "edm"):
         diffusion = _Diffusion(DiffusionConfig(parameterization=parameterization, min_snr_gamma=5.0))
         t = _torch.tensor([0, 100, 500, 999])
         alphas = diffusion.alphas_cumprod64[t]
         snr = alphas / (1 - alphas)
         # Converted back to a weight on the x0 error, every timestep gets min(SNR, 5).
-        to_x0 = {"eps": snr, "v": snr + 1, "x0": _torch.ones_like(snr)}[parameterization]
+        to_x0 = {"eps": snr, "v": snr + 1, "x0": _torch.ones_like(snr),
+                 "edm": (1 + 0.25 * snr) / 0.25}[parameterization]  # 1 / c_out^2 at sigma_data 0.5
         x0_weight = diffusion.loss_weight(t).double() * to_x0
         assert _torch.allclose(x0_weight, snr.clamp(max=5.0), rtol=1e-5), (parameterization, x0_weight)
     plain = _Diffusion(DiffusionConfig())
@@ -162,11 +173,12 @@ def test_min_snr_floor_keeps_the_noisiest_timesteps_weighted():
     from mav_train.diffusion import GaussianDiffusion as _Diffusion
 
     t = torch.tensor([0, 100, 500, 900, 999])
-    for parameterization in ("eps", "v", "x0"):
+    for parameterization in ("eps", "v", "x0", "edm"):
         d = _Diffusion(DiffusionConfig(parameterization=parameterization, min_snr_gamma=5.0, min_snr_floor=1.0))
         alphas = d.alphas_cumprod64[t]
         snr = alphas / (1 - alphas)
-        to_x0 = {"eps": snr, "v": snr + 1, "x0": torch.ones_like(snr)}[parameterization]
+        to_x0 = {"eps": snr, "v": snr + 1, "x0": torch.ones_like(snr),
+                 "edm": (1 + 0.25 * snr) / 0.25}[parameterization]
         x0_weight = d.loss_weight(t).double() * to_x0
         # min(SNR, 5), raised to 1 where SNR < 1 (plain min-SNR gives t=999 a weight of about 0).
         assert torch.allclose(x0_weight, snr.clamp(max=5.0, min=1.0), rtol=1e-5), (parameterization, x0_weight)
