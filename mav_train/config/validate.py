@@ -53,10 +53,15 @@ def validate(cfg: DictConfig, components: Iterable[str]) -> None:
         )
     positive = ["data.batch_size", "data.resolution", "data.num_frames", "data.epoch_samples",
                 "unet.base_channels", "unet.num_res_blocks", "diffusion.timesteps", "trainer.max_steps",
-                "checkpoint.every_n_steps"]  # also the validation interval unless trainer.val_check_interval
+                "checkpoint.every_n_steps",  # also the validation interval unless trainer.val_check_interval
+                "diffusion.sigma_data"]
     for key in positive:
         if _get(cfg, key) <= 0:
             raise ConfigError(f"invalid value for '{key}': {_get(cfg, key)} must be positive")
+    d = cfg.diffusion
+    if d.min_snr_floor < 0 or (d.min_snr_floor > 0 and not 0 < d.min_snr_floor <= d.min_snr_gamma):
+        raise ConfigError(f"invalid value for 'diffusion.min_snr_floor': {d.min_snr_floor} needs "
+                          f"diffusion.min_snr_gamma > 0 and at least the floor (got {d.min_snr_gamma}); 0 disables it")
     if cfg.data.num_workers < 0:
         raise ConfigError(f"invalid value for 'data.num_workers': {cfg.data.num_workers} must be >= 0")
     if not 0.0 < cfg.model.sample_strength <= 1.0:

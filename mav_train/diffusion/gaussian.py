@@ -137,12 +137,10 @@ class GaussianDiffusion(nn.Module):
         alphas = self.alphas_cumprod64[t.long().cpu()]
         snr = (alphas / (1.0 - alphas)).clamp(min=1e-12)
         clipped = snr.clamp(max=self.cfg.min_snr_gamma, min=self.cfg.min_snr_floor)
-        kind = self.cfg.parameterization
-        if kind == "edm":  # the x0 error is c_out^2 times F's: c_out^2 = d^2 / (1 + d^2 SNR)
-            d2 = self.cfg.sigma_data**2
-            return (clipped * d2 / (1.0 + d2 * snr)).float().to(t.device)
-        weight = clipped / snr if kind == "eps" else clipped / (snr + 1.0) if kind == "v" else clipped
-        return weight.float().to(t.device)
+        # The x0 error is this many times the target's: SNR (eps), SNR + 1 (v), 1 (x0), 1 / c_out^2 (edm).
+        d2 = self.cfg.sigma_data**2
+        per_x0 = {"eps": snr, "v": snr + 1.0, "x0": torch.ones_like(snr), "edm": (1.0 + d2 * snr) / d2}
+        return (clipped / per_x0[self.cfg.parameterization]).float().to(t.device)
 
     def guided(self, cond_fn: ModelFn, uncond_fn: ModelFn, scale: float | None = None) -> ModelFn:
         """:func:`guided_model_fn` with ``scale`` defaulting to ``cfg.guidance_scale``."""

@@ -45,9 +45,9 @@ def target(kind: str, x0: Tensor, eps: Tensor, a: Tensor, s: Tensor, sigma_data:
     check_parameterization(kind)
     if kind == "x0":
         return x0
-    if kind == "edm":
-        c_skip, c_out = edm_coefficients(a, s, sigma_data)
-        return (x0 - c_skip * (a * x0 + s * eps)) / c_out
+    if kind == "edm":  # (x0 - c_skip x_t) / c_out, written without dividing by c_out (-> 0 at the clean end)
+        r = (s**2 + (sigma_data * a) ** 2).sqrt()
+        return (s / (r * sigma_data)) * x0 - (sigma_data * a / r) * eps
     return eps if kind == "eps" else velocity(x0, eps, a, s)
 
 

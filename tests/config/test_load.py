@@ -61,6 +61,14 @@ def test_checkpoint_interval_must_be_positive():
         validate(cfg, COMPONENTS)
 
 
+def test_min_snr_floor_without_gamma_fails_at_load():
+    """It used to fail only when the component was built."""
+    cfg = load_config("demo/decoder", ["diffusion.min_snr_gamma=0"])
+    with pytest.raises(ConfigError, match="'diffusion.min_snr_floor': 1.0 needs diffusion.min_snr_gamma > 0"):
+        validate(cfg, COMPONENTS)
+    validate(load_config("demo/decoder", ["diffusion.min_snr_gamma=0", "diffusion.min_snr_floor=0"]), COMPONENTS)
+
+
 def test_unknown_recipe_lists_known_ones():
     with pytest.raises(ConfigError, match="demo/decoder"):
         load_config("nope")

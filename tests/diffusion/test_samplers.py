@@ -5,6 +5,7 @@ import torch
 
 from mav_train.config.schema import DiffusionConfig
 from mav_train.diffusion import GaussianDiffusion
+from mav_train.diffusion import parameterization as param
 from mav_train.diffusion.samplers import run_timesteps
 
 
@@ -13,7 +14,7 @@ def _diffusion(**kw) -> GaussianDiffusion:
 
 
 def _oracle(d: GaussianDiffusion, x0: torch.Tensor):
-    """model_fn that returns the exact eps / v of the known x0 for the given x_t (float64 schedule)."""
+    """model_fn returning the exact network target (eps, v or edm's F) of the known x0 at x_t (float64 schedule)."""
     ac = d.alphas_cumprod64
 
     def model_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -21,7 +22,7 @@ def _oracle(d: GaussianDiffusion, x0: torch.Tensor):
         a = ac[t].sqrt().view(-1, *[1] * (x_t.ndim - 1)).to(x_t.dtype)
         s = (1 - ac[t]).sqrt().view(-1, *[1] * (x_t.ndim - 1)).to(x_t.dtype)
         eps = (x_t - a * x0) / s
-        return eps if d.cfg.parameterization == "eps" else a * eps - s * x0
+        return param.target(d.cfg.parameterization, x0, eps, a, s, d.cfg.sigma_data)
 
     return model_fn
 
@@ -31,7 +32,7 @@ def _x0(shape, seed=0) -> torch.Tensor:
     return torch.rand(shape, generator=g, dtype=torch.float64) * 1.8 - 0.9
 
 
-@pytest.mark.parametrize("kind", ["eps", "v"])
+@pytest.mark.parametrize("kind", ["eps", "v", "edm"])
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 @pytest.mark.parametrize("steps", [1, 10, 1000])
