@@ -90,6 +90,11 @@ class DiffusionConfig:
     # With min-SNR: the x0-error weight never falls below this (0 = plain min-SNR, whose weight SNR -> 0 at the
     # noisiest timesteps).
     min_snr_floor: float = 0.0
+    # Training timesteps: uniform over [0, T), except that this fraction of each batch is drawn uniformly from the
+    # noisy end [noisy_from * T, T) instead (ours; 0 = plain uniform). There the sample's composition must come
+    # from the conditioning alone, and that is what a small decoder learns last (README, decoder diagnosis).
+    noisy_fraction: float = 0.0
+    noisy_from: float = 0.6
     # Sampling defaults (overridable per call).
     sampler: str = "ddim"  # ddim | ddpm | dpmpp (DPM-Solver++ 2M, deterministic)
     sample_steps: int = 50

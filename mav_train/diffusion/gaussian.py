@@ -37,6 +37,9 @@ class GaussianDiffusion(nn.Module):
                              f"(got {cfg.min_snr_gamma}); 0 disables it")
         if cfg.ddim_eta < 0.0:
             raise ValueError(f"ddim_eta must be >= 0, got {cfg.ddim_eta}")
+        if not 0.0 <= cfg.noisy_fraction <= 1.0 or not 0.0 <= cfg.noisy_from < 1.0:
+            raise ValueError(f"noisy_fraction must lie in [0, 1] and noisy_from in [0, 1), got "
+                             f"{cfg.noisy_fraction} and {cfg.noisy_from}")
         if cfg.sampler == "dpmpp" and cfg.ddim_eta > 0.0:
             raise ValueError(f"sampler dpmpp (DPM-Solver++ 2M) is deterministic: ddim_eta must be 0, "
                              f"got {cfg.ddim_eta}")
@@ -90,9 +93,16 @@ class GaussianDiffusion(nn.Module):
     def sample_timesteps(
         self, batch: int, device: torch.device | str, generator: torch.Generator | None = None
     ) -> Tensor:
-        """Uniform training timesteps, LongTensor ``(batch,)`` in ``[0, T)`` on ``device``."""
+        """Training timesteps, LongTensor ``(batch,)`` in ``[0, T)`` on ``device``: uniform, except that a
+        ``noisy_fraction`` share of the batch (rounded stochastically per sample) is uniform over the noisy end
+        ``[noisy_from * T, T)``."""
         gen_device = generator.device if generator is not None else device
         t = torch.randint(0, self.num_timesteps, (batch,), generator=generator, device=gen_device)
+        if self.cfg.noisy_fraction > 0.0:
+            start = int(self.cfg.noisy_from * self.num_timesteps)
+            noisy = torch.randint(start, self.num_timesteps, (batch,), generator=generator, device=gen_device)
+            pick = torch.rand(batch, generator=generator, device=gen_device) < self.cfg.noisy_fraction
+            t = torch.where(pick, noisy, t)
         return t.to(device)
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:

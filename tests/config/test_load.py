@@ -69,6 +69,14 @@ def test_min_snr_floor_without_gamma_fails_at_load():
     validate(load_config("demo/decoder", ["diffusion.min_snr_gamma=0", "diffusion.min_snr_floor=0"]), COMPONENTS)
 
 
+def test_noisy_timestep_share_is_checked_at_load():
+    cfg = load_config("demo/decoder", ["diffusion.noisy_fraction=1.2"])
+    with pytest.raises(ConfigError, match="'diffusion.noisy_fraction': 1.2"):
+        validate(cfg, COMPONENTS)
+    with pytest.raises(ConfigError, match="'diffusion.noisy_from': 1.0"):
+        validate(load_config("demo/decoder", ["diffusion.noisy_from=1.0"]), COMPONENTS)
+
+
 def test_unknown_recipe_lists_known_ones():
     with pytest.raises(ConfigError, match="demo/decoder"):
         load_config("nope")

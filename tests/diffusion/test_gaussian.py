@@ -42,6 +42,26 @@ def test_sample_timesteps_range_and_generator():
     assert counts.min().item() > 120  # uniform: 200 expected per bin
 
 
+def test_noisy_fraction_moves_that_share_of_timesteps_to_the_noisy_end():
+    d = _diffusion(timesteps=100, sample_steps=10, noisy_fraction=0.5, noisy_from=0.6)
+    t = d.sample_timesteps(20000, "cpu", torch.Generator().manual_seed(0))
+    assert t.min().item() == 0 and t.max().item() == 99
+    # Half uniform over [0, 100) (60% of it below 60), half uniform over [60, 100): 30% below 60 in all.
+    below = (t < 60).float().mean().item()
+    assert abs(below - 0.3) < 0.015
+    noisy = torch.bincount(t[t >= 60] - 60, minlength=40).float()
+    assert noisy.min().item() > 0.8 * noisy.mean().item()  # uniform within the noisy end
+    assert torch.equal(t, d.sample_timesteps(20000, "cpu", torch.Generator().manual_seed(0)))
+    plain = _diffusion(timesteps=100, sample_steps=10).sample_timesteps(20000, "cpu", torch.Generator().manual_seed(0))
+    assert abs((plain < 60).float().mean().item() - 0.6) < 0.015
+
+
+@pytest.mark.parametrize("fraction, start", [(-0.1, 0.6), (1.5, 0.6), (0.5, 1.0), (0.5, -0.2)])
+def test_noisy_fraction_out_of_range_is_refused(fraction, start):
+    with pytest.raises(ValueError, match="noisy_fraction must lie in"):
+        _diffusion(noisy_fraction=fraction, noisy_from=start)
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])
 def test_q_sample_statistics(schedule):
     d = _diffusion(schedule=schedule)
