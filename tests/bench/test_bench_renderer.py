@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.bench_renderer import ATTRIBUTE_DIMS, attribute_vector, conditioner, main, rotation
+from bench.bench_renderer import ATTRIBUTE_DIMS, attribute_vector, conditioner, main, rotation, whitening
 from datamodules.heldout import heldout_scenes
 from mav_train.config.load import load_config
 
@@ -42,3 +42,15 @@ def test_tiny_run_prints_the_judges_scores(capsys):
 def test_clip_condition_needs_a_weights_file():
     with pytest.raises(SystemExit):
         main(["--cond", "clip", "--steps", "1"])
+
+
+def test_whitening_gives_unit_covariance():
+    mixing = torch.randn(ATTRIBUTE_DIMS, 8, generator=torch.Generator().manual_seed(0))
+
+    def embed(scenes, images):
+        return attribute_vector(scenes, 64)[:, :ATTRIBUTE_DIMS] @ mixing
+
+    mean, matrix = whitening(embed, 32, num=1024)
+    scenes = heldout_scenes(1024, 1)
+    white = (embed(scenes, None) - mean) @ matrix
+    assert torch.allclose(torch.cov(white.T), torch.eye(8), atol=0.15)
