@@ -27,11 +27,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from einops import rearrange
 from omegaconf import DictConfig
 
-from datamodules.heldout import heldout_scenes
-from datamodules.toy_world import COLORS, SHAPES, Scene, caption_of, draw_scene, random_scene
+from datamodules.heldout import heldout_scenes, scene_images
+from datamodules.toy_world import COLORS, SHAPES, Scene, caption_of, random_scene
 from mav_train.config.load import load_config
 from mav_train.diffusion import GaussianDiffusion
 from mav_train.evaluation.toy_judge import score_images
@@ -58,12 +57,6 @@ def attribute_vector(scenes: Sequence[Scene], dim: int) -> torch.Tensor:
 def rotation(dim: int, seed: int = 5) -> torch.Tensor:
     """A fixed random ``dim x dim`` orthogonal matrix."""
     return torch.linalg.qr(torch.randn(dim, dim, generator=torch.Generator().manual_seed(seed)))[0]
-
-
-def images_of(scenes: Sequence[Scene], resolution: int) -> torch.Tensor:
-    """``(n, 3, r, r)`` in [-1, 1]."""
-    pixels = np.stack([np.asarray(draw_scene(s, resolution)) for s in scenes])
-    return rearrange(torch.from_numpy(pixels).float() / 127.5 - 1.0, "b h w c -> b c h w")
 
 
 def conditioner(kind: str, cfg: DictConfig) -> Conditioner:
@@ -94,7 +87,7 @@ def whitening(embed: Conditioner, resolution: int, num: int = 4096, seed: int = 
     """(mean, ZCA matrix) of ``embed`` over ``num`` random toy scenes (seed 2: neither training nor held out)."""
     rng = np.random.default_rng(seed)
     scenes = [random_scene(rng, moving=False) for _ in range(num)]
-    chunks = [embed(scenes[i:i + 256], images_of(scenes[i:i + 256], resolution)) for i in range(0, num, 256)]
+    chunks = [embed(scenes[i:i + 256], scene_images(scenes[i:i + 256], resolution)) for i in range(0, num, 256)]
     e = torch.cat(chunks).double()
     mean = e.mean(0)
     values, vectors = torch.linalg.eigh(torch.cov((e - mean).T))
@@ -116,7 +109,7 @@ def train_renderer(cfg: DictConfig, condition: Conditioner, steps: int, batch: i
         for group in optimizer.param_groups:
             group["lr"] = cfg.optim.lr * min(1.0, (step + 1) / warmup) * cosine
         scenes = [random_scene(rng, moving=False) for _ in range(batch)]
-        x0 = images_of(scenes, cfg.data.resolution)
+        x0 = scene_images(scenes, cfg.data.resolution)
         t = torch.full((batch,), diffusion.num_timesteps - 1)
         noise = torch.randn_like(x0)
         drop = torch.rand(batch) < cfg.model.p_drop_image_emb
@@ -135,7 +128,7 @@ def train_renderer(cfg: DictConfig, condition: Conditioner, steps: int, batch: i
 def judge_renderer(net: UNet, cfg: DictConfig, condition: Conditioner, num: int) -> dict[str, float]:
     """The judge's scores of the renderer's predictions for ``num`` held-out scenes (seed 1)."""
     scenes = heldout_scenes(num, 1)
-    images = images_of(scenes, cfg.data.resolution)
+    images = scene_images(scenes, cfg.data.resolution)
     diffusion = GaussianDiffusion(cfg.diffusion)
     t = torch.full((num,), diffusion.num_timesteps - 1)
     x_t = torch.randn(images.shape, generator=torch.Generator().manual_seed(0))

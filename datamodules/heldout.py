@@ -8,6 +8,7 @@ give the same bytes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +30,16 @@ def heldout_scenes(num: int, seed: int = 1, moving: bool = False) -> list[Scene]
     return [random_scene(sample_rng(seed, stream, index), moving=moving) for index in range(num)]
 
 
+def scene_images(scenes: Sequence[Scene], resolution: int) -> torch.Tensor:
+    """Still ``scenes`` drawn as images ``b 3 r r`` in [-1, 1]."""
+    pixels = np.stack([np.asarray(draw_scene(scene, resolution)) for scene in scenes])
+    return rearrange(torch.from_numpy(pixels).float() / 127.5 - 1.0, "b h w c -> b c h w")
+
+
 def heldout_images(num: int, seed: int = 1, resolution: int = 32) -> tuple[torch.Tensor, list[str]]:
     """Held-out images ``b 3 r r`` in [-1, 1] and their captions (the same items :func:`write_heldout` writes)."""
     scenes = heldout_scenes(num, seed)
-    pixels = np.stack([np.asarray(draw_scene(scene, resolution)) for scene in scenes])
-    return rearrange(torch.from_numpy(pixels).float() / 127.5 - 1.0, "b h w c -> b c h w"), [
-        caption_of(scene) for scene in scenes]
+    return scene_images(scenes, resolution), [caption_of(scene) for scene in scenes]
 
 
 def heldout_clips(num: int, seed: int = 1, resolution: int = 32, frames: int = 16,

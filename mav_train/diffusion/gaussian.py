@@ -93,9 +93,8 @@ class GaussianDiffusion(nn.Module):
     def sample_timesteps(
         self, batch: int, device: torch.device | str, generator: torch.Generator | None = None
     ) -> Tensor:
-        """Training timesteps, LongTensor ``(batch,)`` in ``[0, T)`` on ``device``: uniform, except that a
-        ``noisy_fraction`` share of the batch (rounded stochastically per sample) is uniform over the noisy end
-        ``[noisy_from * T, T)``."""
+        """Training timesteps, LongTensor ``(batch,)`` in ``[0, T)`` on ``device``: uniform, except that each sample,
+        with probability ``noisy_fraction``, is drawn uniformly from the noisy end ``[noisy_from * T, T)`` instead."""
         gen_device = generator.device if generator is not None else device
         t = torch.randint(0, self.num_timesteps, (batch,), generator=generator, device=gen_device)
         if self.cfg.noisy_fraction > 0.0:
