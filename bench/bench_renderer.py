@@ -1,21 +1,28 @@
 """Can a decoder recipe's UNet learn to draw the toy world from a given conditioning? (README, decoder diagnosis.)
 
-The recipe's UNet is trained as a pure renderer: at the noisiest timestep only (t = T - 1, its x0 prediction from pure
-noise), on freshly drawn toy images, with the recipe's learning rate, EMA and condition dropout, conditioned on
+The recipe's UNet is trained on freshly drawn toy images, with the recipe's learning rate, EMA and condition
+dropout, either as a pure renderer (``--objective renderer``: at the noisiest timestep only, t = T - 1, its x0
+prediction from pure noise; its predictions for held-out scenes are judged) or as the recipe's diffusion model
+(``--objective diffusion``: the recipe's timesteps and loss; samples drawn with the recipe's sampler, steps, eta and
+guidance are judged), conditioned on
 
 - ``attributes``: the exact scene (one-hot shape, colour and background; x, y and size), zero-padded to cond_dim;
-- ``rotated``: that vector times a fixed random orthogonal matrix (every input mixes every attribute, nothing lost);
+- ``caption-attributes``: the same with x, y and size cut to what a caption says (left / centre / right, top /
+  middle / bottom, small / medium / large): the most a CLIP trained on toy captions can learn about them;
+- ``rotated``: the exact vector times a fixed random orthogonal matrix (every input mixes every attribute);
 - ``clip``: the toy CLIP's image embedding of the image (``--clip``: an open_clip weights file, e.g. the cascade's
   ``RUN/clip/open_clip_weights.pt``);
 - ``clip-whitened``: that embedding whitened (ZCA) with the mean and covariance of 4096 other toy images, so that
   every direction, shape's included, has unit variance.
 
-Then its predictions for held-out scenes (seed 1) are judged. Session 14 (2 CPU cores, about 7 minutes per 3600
-steps): attributes 21.9 / 84.4% shape after 900 / 3600 steps, rotated 81.2% and clip 21.9% after 3600. A new toy
-CLIP is worth a decoder run only once this reads shape well from its embedding.
+Held-out scenes: seed 1. A renderer is a regression: where the conditioning leaves the exact place or size open
+(``caption-attributes``, ``clip``) its best prediction is the average over them, a blurred blob, whatever the
+conditioning says about shape; such conditionings need ``--objective diffusion``. Session 14 / 15 (2 CPU cores,
+about 7 minutes per 3600 renderer steps, 13 minutes per 7200 diffusion steps): see the README's decoder diagnosis.
 
     python -m bench.bench_renderer --cond attributes --steps 3600
     python -m bench.bench_renderer --cond clip --clip RUN/clip/open_clip_weights.pt --steps 3600
+    python -m bench.bench_renderer --cond attributes --objective diffusion --steps 7200
 """
 
 from __future__ import annotations
@@ -30,13 +37,24 @@ import torch
 from omegaconf import DictConfig
 
 from datamodules.heldout import heldout_scenes, scene_images
-from datamodules.toy_world import COLORS, SHAPES, Scene, caption_of, random_scene
+from datamodules.toy_world import (
+    COLORS,
+    FAR_ABOVE,
+    LARGE_ABOVE,
+    NEAR_BELOW,
+    SHAPES,
+    SMALL_BELOW,
+    Scene,
+    caption_of,
+    random_scene,
+)
 from mav_train.config.load import load_config
 from mav_train.diffusion import GaussianDiffusion
 from mav_train.evaluation.toy_judge import score_images
 from mav_train.nn.unet import UNet
 
-CONDITIONS = ("attributes", "rotated", "clip", "clip-whitened")
+CONDITIONS = ("attributes", "caption-attributes", "rotated", "clip", "clip-whitened")
+OBJECTIVES = ("renderer", "diffusion")
 ATTRIBUTE_DIMS = len(SHAPES) + 2 * len(COLORS) + 3
 Conditioner = Callable[[list[Scene], torch.Tensor], torch.Tensor]
 
@@ -54,6 +72,20 @@ def attribute_vector(scenes: Sequence[Scene], dim: int) -> torch.Tensor:
     return v
 
 
+def caption_attribute_vector(scenes: Sequence[Scene], dim: int) -> torch.Tensor:
+    """:func:`attribute_vector` with x, y and size replaced by -1 / 0 / 1 for the caption's three words of each."""
+    v = attribute_vector(scenes, dim)
+    for i, s in enumerate(scenes):
+        v[i, ATTRIBUTE_DIMS - 3:ATTRIBUTE_DIMS] = torch.tensor(
+            [_third(s.x, NEAR_BELOW, FAR_ABOVE), _third(s.y, NEAR_BELOW, FAR_ABOVE), _third(s.size, SMALL_BELOW,
+                                                                                             LARGE_ABOVE)])
+    return v
+
+
+def _third(value: float, low: float, high: float) -> float:
+    return -1.0 if value < low else 1.0 if value > high else 0.0
+
+
 def rotation(dim: int, seed: int = 5) -> torch.Tensor:
     """A fixed random ``dim x dim`` orthogonal matrix."""
     return torch.linalg.qr(torch.randn(dim, dim, generator=torch.Generator().manual_seed(seed)))[0]
@@ -64,6 +96,8 @@ def conditioner(kind: str, cfg: DictConfig) -> Conditioner:
     dim = cfg.unet.cond_dim
     if kind == "attributes":
         return lambda scenes, images: attribute_vector(scenes, dim)
+    if kind == "caption-attributes":
+        return lambda scenes, images: caption_attribute_vector(scenes, dim)
     if kind == "rotated":
         matrix = rotation(dim)
         return lambda scenes, images: attribute_vector(scenes, dim) @ matrix
@@ -95,8 +129,10 @@ def whitening(embed: Conditioner, resolution: int, num: int = 4096, seed: int = 
     return mean.float(), matrix.float()
 
 
-def train_renderer(cfg: DictConfig, condition: Conditioner, steps: int, batch: int, seed: int = 0) -> UNet:
-    """The recipe's UNet trained ``steps`` steps at t = T - 1; returns its EMA copy."""
+def train_renderer(cfg: DictConfig, condition: Conditioner, steps: int, batch: int, seed: int = 0,
+                   objective: str = "renderer") -> UNet:
+    """The recipe's UNet trained ``steps`` steps at t = T - 1 (``objective="renderer"``) or at the recipe's training
+    timesteps (``"diffusion"``); returns its EMA copy."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = UNet(cfg.unet)
@@ -110,7 +146,10 @@ def train_renderer(cfg: DictConfig, condition: Conditioner, steps: int, batch: i
             group["lr"] = cfg.optim.lr * min(1.0, (step + 1) / warmup) * cosine
         scenes = [random_scene(rng, moving=False) for _ in range(batch)]
         x0 = scene_images(scenes, cfg.data.resolution)
-        t = torch.full((batch,), diffusion.num_timesteps - 1)
+        if objective == "renderer":
+            t = torch.full((batch,), diffusion.num_timesteps - 1)
+        else:
+            t = diffusion.sample_timesteps(batch, x0.device)
         noise = torch.randn_like(x0)
         drop = torch.rand(batch) < cfg.model.p_drop_image_emb
         out = net(diffusion.q_sample(x0, t, noise), t, image_emb=condition(scenes, x0), drop_image=drop)
@@ -125,15 +164,25 @@ def train_renderer(cfg: DictConfig, condition: Conditioner, steps: int, batch: i
     return ema.eval()
 
 
-def judge_renderer(net: UNet, cfg: DictConfig, condition: Conditioner, num: int) -> dict[str, float]:
-    """The judge's scores of the renderer's predictions for ``num`` held-out scenes (seed 1)."""
+def judge_renderer(net: UNet, cfg: DictConfig, condition: Conditioner, num: int,
+                   objective: str = "renderer") -> dict[str, float]:
+    """The judge's scores for ``num`` held-out scenes (seed 1): of the renderer's predictions, or of samples drawn
+    with the recipe's sampler settings (``objective="diffusion"``)."""
     scenes = heldout_scenes(num, 1)
     images = scene_images(scenes, cfg.data.resolution)
     diffusion = GaussianDiffusion(cfg.diffusion)
-    t = torch.full((num,), diffusion.num_timesteps - 1)
-    x_t = torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    x_t = torch.randn(images.shape, generator=generator)
+    emb = condition(scenes, images)
     with torch.no_grad():
-        x0 = diffusion.predict_x0(x_t, t, net(x_t, t, image_emb=condition(scenes, images))).clamp(-1, 1)
+        if objective == "renderer":
+            t = torch.full((num,), diffusion.num_timesteps - 1)
+            x0 = diffusion.predict_x0(x_t, t, net(x_t, t, image_emb=emb)).clamp(-1, 1)
+        else:
+            def fn(x: torch.Tensor, t: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+                return net(x, t, image_emb=emb.repeat(x.shape[0] // num, 1), drop_image=drop)
+
+            x0 = diffusion.sample(diffusion.guided_batched(fn), x_t, generator=generator)
     scores = score_images(x0, [caption_of(s) for s in scenes]).as_dict()
     return {key: float(value) for key, value in scores.items() if isinstance(value, float)}
 
@@ -141,6 +190,7 @@ def judge_renderer(net: UNet, cfg: DictConfig, condition: Conditioner, num: int)
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cond", choices=CONDITIONS, default="attributes")
+    parser.add_argument("--objective", choices=OBJECTIVES, default="renderer")
     parser.add_argument("--clip", help="open_clip weights file of the toy CLIP (--cond clip)")
     parser.add_argument("--recipe", default="demo/decoder")
     parser.add_argument("--steps", type=int, default=3600)
@@ -153,10 +203,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     overrides = list(args.overrides) + ([f"clip.pretrained={args.clip}"] if args.clip else [])
     cfg = load_config(args.recipe, overrides)
     condition = conditioner(args.cond, cfg)
-    net = train_renderer(cfg, condition, args.steps, args.batch)
-    scores = judge_renderer(net, cfg, condition, args.num)
+    net = train_renderer(cfg, condition, args.steps, args.batch, objective=args.objective)
+    scores = judge_renderer(net, cfg, condition, args.num, objective=args.objective)
     shown = " ".join(f"{key}={value:.3f}" for key, value in scores.items())
-    print(f"renderer: cond={args.cond} steps={args.steps} batch={args.batch} n={args.num} {shown}")
+    print(f"{args.objective}: cond={args.cond} steps={args.steps} batch={args.batch} n={args.num} {shown}")
     return scores
 
 

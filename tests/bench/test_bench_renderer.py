@@ -5,8 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.bench_renderer import ATTRIBUTE_DIMS, attribute_vector, conditioner, main, rotation, whitening
+from bench.bench_renderer import (
+    ATTRIBUTE_DIMS,
+    attribute_vector,
+    caption_attribute_vector,
+    conditioner,
+    main,
+    rotation,
+    whitening,
+)
 from datamodules.heldout import heldout_scenes
+from datamodules.toy_world import Scene, place_of, size_word
 from mav_train.config.load import load_config
 
 TINY = ["unet.base_channels=8", "unet.channel_mults=[1,2]", "unet.attention_levels=[2]", "unet.head_dim=8",
@@ -23,6 +32,18 @@ def test_attribute_vector_encodes_the_scene():
         attribute_vector(scenes, 16)
 
 
+def test_caption_attributes_keep_only_the_captions_words():
+    scenes = [Scene(shape="square", color=0, background=1, x=x, y=y, size=size)
+              for x, y, size in [(0.1, 0.9, 0.22), (0.37, 0.39, 0.33), (0.64, 0.5, 0.45), (0.5, 0.2, 0.30)]]
+    v = caption_attribute_vector(scenes, 64)
+    assert torch.equal(v[:, :ATTRIBUTE_DIMS - 3], attribute_vector(scenes, 64)[:, :ATTRIBUTE_DIMS - 3])
+    words = {(-1.0, 1.0): "bottom left", (-1.0, 0.0): "left", (1.0, 0.0): "right", (0.0, -1.0): "top"}
+    sizes = {-1.0: "small", 0.0: "medium", 1.0: "large"}
+    for row, scene in zip(v, scenes):
+        x, y, size = row[ATTRIBUTE_DIMS - 3:ATTRIBUTE_DIMS].tolist()
+        assert words[(x, y)] == place_of(scene.x, scene.y) and sizes[size] == size_word(scene.size)
+
+
 def test_rotated_attributes_keep_all_information():
     cfg = load_config("demo/decoder", TINY)
     scenes = heldout_scenes(4, 1)
@@ -37,6 +58,13 @@ def test_tiny_run_prints_the_judges_scores(capsys):
     assert {"background", "color", "shape", "position", "size", "readable"} <= set(scores)
     assert all(0.0 <= value <= 1.0 for value in scores.values())
     assert "renderer: cond=rotated steps=2" in capsys.readouterr().out
+
+
+def test_tiny_diffusion_run_samples_and_prints_the_judges_scores(capsys):
+    scores = main(["--cond", "caption-attributes", "--objective", "diffusion", "--steps", "2", "--batch", "2",
+                   "--num", "4", "diffusion.sample_steps=2", *TINY])
+    assert {"background", "shape", "readable"} <= set(scores)
+    assert "diffusion: cond=caption-attributes steps=2" in capsys.readouterr().out
 
 
 def test_clip_condition_needs_a_weights_file():
