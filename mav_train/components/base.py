@@ -190,6 +190,11 @@ class DiffusionComponent(TrainableComponent):
         """A batch from the datamodule → (x0 in [-1, 1], conditions)."""
         raise NotImplementedError
 
+    def after_initialisation(self) -> str:
+        """Hook run after ``init.checkpoint`` loaded another component's weights (before the EMA restarts);
+        returns what it changed, for the log ('' when nothing)."""
+        return ""
+
     def reset_ema(self) -> None:
         """Restart the EMA from the current weights (after initialising from another component)."""
         if self.ema_network is not None:
@@ -213,8 +218,12 @@ class DiffusionComponent(TrainableComponent):
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         x_t = self.diffusion.q_sample(x0, t, noise)
         drops = self.condition_dropout(cond, b) if dropout else self._no_drop(cond, b)
-        out = self.network(x_t, t, **cond.network_kwargs(), **drops)
+        out = self.network(self.network_input(x_t, cond.extra), t, **cond.network_kwargs(), **drops)
         return self.diffusion.loss(out, x0, noise, t)
+
+    def network_input(self, x_t: Tensor, extra: Tensor | None) -> Tensor:
+        """What the network reads for the noisy ``x_t`` (hook: a residual ↑F reads it on top of the cross-fade)."""
+        return x_t
 
     def _no_drop(self, cond: Conditions, b: int) -> dict[str, Tensor]:
         keep = torch.zeros(b, dtype=torch.bool, device=self.device)

@@ -45,7 +45,9 @@ def initialise_from_checkpoint(module: DiffusionComponent, path: str | Path) -> 
         sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         module.network.load_state_dict(sub, strict=True)
         report = f"loaded {len(sub)} tensors from {prefix}* strictly"
+    changed = module.after_initialisation()
     module.reset_ema()
+    report = f"{report}; {changed}" if changed else report
     return f"initialised {module.cfg.component} from {path} ({source_cfg.get('component', '?')}): {report}"
 
 

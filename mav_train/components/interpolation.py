@@ -37,6 +37,10 @@ class Interpolation(TemporalDecoder):
     D^t's over every frame. With ``model.freeze_spatial`` the temporal layers and the input convolution (which
     reads the new channels) train. Inference: :meth:`interpolate`, :meth:`extrapolate`, :meth:`animate`; known
     frames come back unchanged.
+
+    ``model.residual`` (ours, not the paper's): diffuse what the known frames' cross-fade misses, times
+    ``model.residual_scale``; the network reads the noisy residual on top of the cross-fade and its output layer
+    restarts at zero after ``init.checkpoint``, so an untrained residual ↑F returns the cross-fade. No guidance.
     """
 
     # ----- training -----------------------------------------------------------------------------------------
@@ -64,7 +68,28 @@ class Interpolation(TemporalDecoder):
         generator = None if self.training else torch.Generator().manual_seed(0)
         known = draw_masks(b, t, self.cfg.model.masks, generator).known.to(video.device)
         extra = known_channels(video, known, self.cfg.model.masks.known_noise if self.training else 0.0)
-        return video, self.masked_conditions(video, known, batch["fps"].to(video.dtype), extra)
+        cond = self.masked_conditions(video, known, batch["fps"].to(video.dtype), extra)
+        if self.cfg.model.residual:  # the target is what the cross-fade of the known frames misses
+            return (video - known_frame_blend(video, known)) * self.cfg.model.residual_scale, cond
+        return video, cond
+
+    @override
+    def network_input(self, x_t: Tensor, extra: Tensor | None) -> Tensor:
+        if not self.cfg.model.residual:
+            return x_t
+        # The noisy residual on top of the known frames' cross-fade: the network sees frames, as D^t did, and at
+        # low noise nearly the true ones. The blend is rebuilt from the extra channels (zeros when they are dropped).
+        known = extra[:, -1, :, 0, 0] > 0.5
+        return x_t / self.cfg.model.residual_scale + known_frame_blend(extra[:, :-1], known)
+
+    @override
+    def after_initialisation(self) -> str:
+        if not self.cfg.model.residual:
+            return ""
+        # D^t's output layer predicts frames; a residual ↑F starts from "no change to the cross-fade".
+        torch.nn.init.zeros_(self.network.out_conv.weight)
+        torch.nn.init.zeros_(self.network.out_conv.bias)
+        return "model.residual: output convolution zeroed (an untrained ↑F returns the known frames' cross-fade)"
 
     def masked_conditions(self, video: Tensor, known: Tensor, fps: Tensor, extra: Tensor | None = None) -> Conditions:
         """Conditions of clips ``b 3 t h w`` whose frames ``known`` ``(b, t)`` are given: CLIP embedding of the
@@ -103,14 +128,28 @@ class Interpolation(TemporalDecoder):
             tile = {k: repeat(v, "b ... -> (r b) ...", r=reps) for k, v in
                     (("image_emb", cond.image_emb), ("fps", cond.fps), ("extra", cond.extra))}
             tile["extra"] = tile["extra"] * rearrange(~drop, "b -> b 1 1 1 1").to(x_t.dtype)
-            return net(x_t, t, **tile, drop_image=drop, drop_text=torch.ones_like(drop))
+            return net(self.network_input(x_t, tile["extra"]), t, **tile, drop_image=drop,
+                       drop_text=torch.ones_like(drop))
 
         scale = self.cfg.diffusion.guidance_scale if guidance_scale is None else guidance_scale
         noise = torch.randn(video.shape, device=self.device, generator=generator)
         strength = self.cfg.model.sample_strength if strength is None else strength
-        init = known_frame_blend(video, known) if strength < 1.0 else None
-        out = self.diffusion.sample(self.diffusion.guided_batched(fn, scale), noise, steps=steps, generator=generator,
-                                    init=init, strength=strength)
+        blend = known_frame_blend(video, known)
+        if self.cfg.model.residual:
+            if scale != 1.0:
+                raise ValueError(f"a residual ↑F (model.residual) samples without guidance: guidance_scale must be "
+                                 f"1, got {scale} (its nothing-known branch predicts frames, not a residual)")
+            # x = blend + residual / scale: unscaled, the clamp keeps the sum in [-1, 1]; strength < 1 starts from
+            # "no change".
+            k = self.cfg.model.residual_scale
+            out = self.diffusion.sample(self.diffusion.guided_batched(fn, 1.0), noise, steps=steps, generator=generator,
+                                        init=torch.zeros_like(blend) if strength < 1.0 else None, strength=strength,
+                                        clip_offset=blend if k == 1.0 else None, clip_denoised=k == 1.0)
+            out = (out / k + blend).clamp(-1.0, 1.0)
+        else:
+            out = self.diffusion.sample(self.diffusion.guided_batched(fn, scale), noise, steps=steps,
+                                        generator=generator, init=blend if strength < 1.0 else None,
+                                        strength=strength)
         return torch.where(rearrange(known, "b t -> b 1 t 1 1"), video, out)
 
     @override

@@ -250,7 +250,14 @@ class ComponentConfig:
     # Super-resolution: diffuse the residual x - up(low_res) instead of the image (SRDiff, Li et al. 2022): the
     # output is the (clean) resized-up input plus the sampled residual, so an untrained net already returns the
     # bicubic upsampling and training only has to learn the detail bicubic misses.
+    # Interpolation ↑F: diffuse x - the known frames' blend (cross-fade between them, held beyond them); the
+    # output convolution restarts at zero after init.checkpoint, so an untrained ↑F returns the cross-fade.
+    # Sampling then needs guidance 1 (the nothing-known branch predicts frames, not a residual).
     residual: bool = False
+    # ↑F with model.residual: the residual is diffused multiplied by this (its std is ~0.06 on the toy world, so
+    # unscaled it drowns in the noise at all but the last timesteps; latent diffusion scales its latents the same
+    # way).
+    residual_scale: float = 1.0
     # sr_high: train on random crops of this size of the high-res image (null = the whole image); samples are
     # always full size.
     crop_size: int | None = None

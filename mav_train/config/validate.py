@@ -92,6 +92,16 @@ def validate(cfg: DictConfig, components: Iterable[str]) -> None:
             validate_masks(cfg.model.masks, cfg.data.num_frames)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        if cfg.model.residual_scale <= 0:
+            raise ConfigError(f"invalid value for 'model.residual_scale': {cfg.model.residual_scale} must be "
+                              "positive")
+        if cfg.model.residual and cfg.diffusion.guidance_scale != 1.0:
+            raise ConfigError(f"invalid value for 'diffusion.guidance_scale': {cfg.diffusion.guidance_scale}; a "
+                              "residual ↑F (model.residual) samples without guidance: set it to 1.0")
+        if cfg.model.residual and cfg.model.masks.unconditional > 0:
+            raise ConfigError(f"invalid value for 'model.masks.unconditional': {cfg.model.masks.unconditional}; a "
+                              "residual ↑F samples without guidance, so nothing-known windows only add frames "
+                              "to its residual target: set it to 0")
     cur = cfg.data.curriculum
     if not 0 < cur.fps_min < cur.fps_max:
         raise ConfigError(f"data.curriculum: need 0 < fps_min ({cur.fps_min}) < fps_max ({cur.fps_max})")

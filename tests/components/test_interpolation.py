@@ -277,10 +277,64 @@ def test_config_errors():
         validate(load_config("demo/interpolation", ["model.masks.max_skip=11"]), COMPONENTS)
     with pytest.raises(ConfigError, match=r"'model.sample_strength': 1.5 must lie in \(0, 1\]"):
         validate(load_config("demo/interpolation", ["model.sample_strength=1.5"]), COMPONENTS)
+    with pytest.raises(ConfigError, match=r"'model.residual_scale': 0.0 must be positive"):
+        validate(load_config("demo/interpolation", ["model.residual_scale=0"]), COMPONENTS)
+    with pytest.raises(ConfigError, match=r"'diffusion.guidance_scale': 2.0; a residual ↑F"):
+        validate(load_config("demo/interpolation", ["model.residual=true", "diffusion.guidance_scale=2.0",
+                                                     "model.masks.unconditional=0"]), COMPONENTS)
+    with pytest.raises(ConfigError, match=r"'model.masks.unconditional': 0.1; a residual"):
+        validate(load_config("demo/interpolation", ["model.residual=true", "diffusion.guidance_scale=1.0",
+                                                     "model.masks.unconditional=0.1"]), COMPONENTS)
     with pytest.raises(ValueError, match="extra_in_channels=4"):
         interpolation_module(["unet.extra_in_channels=3"])
     with pytest.raises(ValueError, match="model.frame_skip 6"):
         interpolation_module(["model.frame_skip=6"])
+
+
+# ----- residual ↑F (model.residual) ---------------------------------------------------------------------------
+RESIDUAL = ["model.residual=true", "diffusion.guidance_scale=1.0"]
+
+
+@pytest.mark.parametrize("scale", [1.0, 8.0])
+def test_residual_upf_targets_what_the_cross_fade_misses_and_reads_frames(scale):
+    module = interpolation_module([*RESIDUAL, f"model.residual_scale={scale}"])
+    video = random_video(b=2, t=FRAMES)
+    batch = {"video": video, "clip_image": video[:, :, 0], "fps": torch.full((2,), 30.0)}
+    target, cond = module.prepare_batch(batch)
+    known = cond.extra[:, -1, :, 0, 0] > 0.5
+    blend = known_frame_blend(video, known)
+    assert torch.allclose(target, (video - blend) * scale)
+    x_t = torch.randn_like(video)
+    assert torch.allclose(module.network_input(x_t, cond.extra), x_t / scale + blend)  # blend from the extra channels
+    assert torch.equal(module.network_input(x_t, torch.zeros_like(cond.extra)), x_t / scale)  # dropped: no blend
+    plain = interpolation_module()
+    assert torch.allclose(plain.prepare_batch(batch)[0], video)
+    assert torch.equal(plain.network_input(x_t, cond.extra), x_t)
+
+
+@pytest.mark.parametrize("scale", [1.0, 8.0])
+def test_residual_upf_initialised_from_a_temporal_decoder_returns_the_cross_fade(scale, tmp_path, demo_cache):
+    """After ``init.checkpoint`` (a D^t whose weights are all off their init) the residual ↑F's output layer is
+    zero, so every sampler setting returns the cross-fade of the keyframes (the untrained baseline), keyframes
+    exact; guidance other than 1 is one clear error."""
+    from mav_train.components.init import initialise_from_checkpoint
+
+    source = component_class("temporal_decoder")(load_config("demo/temporal_decoder", OVERRIDES + VIDEO))
+    perturb(source.network, std=0.05, seed=3)
+    source.reset_ema()
+    path = tmp_path / "dt.ckpt"
+    torch.save({"state_dict": source.state_dict(), "hyper_parameters": {"config": dict(source.hparams["config"])},
+                CLIP_FINGERPRINT_KEY: source.clip_fingerprint()}, path)
+    module = interpolation_module([*RESIDUAL, f"model.residual_scale={scale}"])
+    assert "output convolution zeroed" in initialise_from_checkpoint(module, path)
+    video = random_video(b=1, t=4)
+    for strength in (1.0, 0.3):
+        out = module.interpolate(video, 5, steps=3, strength=strength, generator=torch.Generator().manual_seed(0))
+        fade = known_frame_blend(out, torch.tensor([[i % 5 == 0 for i in range(out.shape[2])]]))
+        assert torch.equal(out[:, :, ::5], video)
+        assert (out - fade).abs().max() < 1e-5, strength
+    with pytest.raises(ValueError, match="guidance_scale must be 1, got 2.0"):
+        module.interpolate(video, 5, steps=1, guidance_scale=2.0)
 
 
 # ----- learning -----------------------------------------------------------------------------------------------
@@ -323,3 +377,25 @@ def test_upf_learns_to_use_the_known_frames(tmp_path):
     own, wrong = interpolation_loss(module, video, video), interpolation_loss(module, video, other)
     assert own < 0.5 * before, (before, own)
     assert own < 0.8 * wrong, (own, wrong)
+
+
+def test_residual_upf_learns_in_betweens_better_than_the_cross_fade(tmp_path):
+    """A residual ↑F overfitting 4 toy clips (interpolation windows, keyframes 0 and 5) samples in-betweens far
+    closer to the true frames than the keyframes' cross-fade, where it starts. Measured: 45.2 dB against 29.9 dB
+    after 150 steps (26 s)."""
+    module = interpolation_module([*RESIDUAL, "model.residual_scale=8", "model.masks.interpolation=1",
+                                   "model.masks.extrapolation_forward=0", "model.masks.extrapolation_backward=0",
+                                   "model.masks.animation=0", "model.masks.unconditional=0", "model.masks.min_skip=5",
+                                   "model.p_drop_image_emb=0", "optim.lr=3e-3", "unet.base_channels=16",
+                                   "unet.head_dim=16"])
+    video = toy_clips(4)
+    batch = {"video": video, "clip_image": video[:, :, 0], "fps": torch.full((4,), 30.0)}
+    trainer = L.Trainer(max_steps=150, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, gradient_clip_val=1.0, default_root_dir=tmp_path)
+    trainer.fit(module, train_dataloaders=DataLoader(Repeat(batch, 1000), batch_size=None))
+    between = [1, 2, 3, 4]
+    fade = known_frame_blend(video, interpolation_mask(FRAMES, 5).expand(4, -1))
+    out = module.interpolate(video[:, :, ::5], 5, fps=30.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[:, :, ::5], video[:, :, ::5])
+    ours, baseline = psnr(out[:, :, between], video[:, :, between]), psnr(fade[:, :, between], video[:, :, between])
+    assert ours > baseline + 6.0, (ours, baseline)
