@@ -139,12 +139,12 @@ class Interpolation(TemporalDecoder):
             if scale != 1.0:
                 raise ValueError(f"a residual ↑F (model.residual) samples without guidance: guidance_scale must be "
                                  f"1, got {scale} (its nothing-known branch predicts frames, not a residual)")
-            # x = blend + residual / scale: unscaled, the clamp keeps the sum in [-1, 1]; strength < 1 starts from
+            # x = blend + residual / scale, kept in [-1, 1] by the sampler's clamp; strength < 1 starts from
             # "no change".
             k = self.cfg.model.residual_scale
             out = self.diffusion.sample(self.diffusion.guided_batched(fn, 1.0), noise, steps=steps, generator=generator,
                                         init=torch.zeros_like(blend) if strength < 1.0 else None, strength=strength,
-                                        clip_offset=blend if k == 1.0 else None, clip_denoised=k == 1.0)
+                                        clip_offset=blend, clip_scale=k)
             out = (out / k + blend).clamp(-1.0, 1.0)
         else:
             out = self.diffusion.sample(self.diffusion.guided_batched(fn, scale), noise, steps=steps,

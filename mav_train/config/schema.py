@@ -254,7 +254,7 @@ class ComponentConfig:
     # output convolution restarts at zero after init.checkpoint, so an untrained ↑F returns the cross-fade.
     # Sampling then needs guidance 1 (the nothing-known branch predicts frames, not a residual).
     residual: bool = False
-    # ↑F with model.residual: the residual is diffused multiplied by this (its std is ~0.06 on the toy world, so
+    # ↑F with model.residual: the residual is diffused multiplied by this (its std is ~0.07 on the toy world, so
     # unscaled it drowns in the noise at all but the last timesteps; latent diffusion scales its latents the same
     # way).
     residual_scale: float = 1.0

@@ -102,6 +102,9 @@ def validate(cfg: DictConfig, components: Iterable[str]) -> None:
             raise ConfigError(f"invalid value for 'model.masks.unconditional': {cfg.model.masks.unconditional}; a "
                               "residual ↑F samples without guidance, so nothing-known windows only add frames "
                               "to its residual target: set it to 0")
+    elif cfg.model.residual_scale != 1.0:
+        raise ConfigError(f"invalid value for 'model.residual_scale': {cfg.model.residual_scale}; only a residual "
+                          f"↑F (component interpolation) scales its residual, not {cfg.component}")
     cur = cfg.data.curriculum
     if not 0 < cur.fps_min < cur.fps_max:
         raise ConfigError(f"data.curriculum: need 0 < fps_min ({cur.fps_min}) < fps_max ({cur.fps_max})")

@@ -170,6 +170,7 @@ class GaussianDiffusion(nn.Module):
         eta: float | None = None,
         clip_denoised: bool | None = None,
         clip_offset: Tensor | None = None,
+        clip_scale: float = 1.0,
         generator: torch.Generator | None = None,
         callback: Callback | None = None,
         noise_fn: NoiseFn | None = None,
@@ -183,7 +184,8 @@ class GaussianDiffusion(nn.Module):
         (DDIM only) and
         ``clip_denoised`` (clamp the predicted x0 to [-1, 1]; the implied noise is then recomputed from it).
         ``clip_offset`` (broadcastable to x0) moves that clamp: ``x0 + clip_offset`` is kept in [-1, 1], for a
-        network that diffuses a residual over a known image (residual SR: the offset is the resized-up input).
+        network that diffuses a residual over a known image (residual SR: the offset is the resized-up input);
+        ``clip_scale`` is the residual's scale: ``x0 / clip_scale + clip_offset`` is kept in [-1, 1] (↑F).
         Fresh noise of DDPM and DDIM(eta>0) steps comes from ``generator`` when given (any device).
         ``model_fn`` gets the original timestep (in ``[0, T)``) even when respaced; ``callback(step_index,
         timestep, x_prev, x0_pred)`` runs after every step; ``noise_fn(x_t)`` (optional) draws the fresh noise of
@@ -195,7 +197,7 @@ class GaussianDiffusion(nn.Module):
             eta = 0.0 if sampler == "dpmpp" else self.cfg.ddim_eta
         clip = self.cfg.clip_denoised if clip_denoised is None else clip_denoised
         return sample_loop(
-            self._predictor(model_fn, clip, clip_offset),
+            self._predictor(model_fn, clip, clip_offset, clip_scale),
             noise,
             self.alphas_cumprod64,
             steps,
@@ -209,13 +211,18 @@ class GaussianDiffusion(nn.Module):
         )
 
     def _predictor(self, model_fn: ModelFn, clip: bool,
-                   offset: Tensor | None = None) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+                   offset: Tensor | None = None,
+                   scale: float = 1.0) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
         def predict(x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
             out = model_fn(x_t, t)
             x0 = self.predict_x0(x_t, t, out)
             if not clip:
                 return x0, self.predict_eps(x_t, t, out)
-            x0 = x0.clamp(-1.0, 1.0) if offset is None else (x0 + offset).clamp(-1.0, 1.0) - offset
+            if offset is None and scale == 1.0:
+                x0 = x0.clamp(-1.0, 1.0)
+            else:
+                shift = 0.0 if offset is None else offset
+                x0 = ((x0 / scale + shift).clamp(-1.0, 1.0) - shift) * scale
             a, s = self._a_s(t, x_t)
             return x0, param.eps_from_x0(x_t, x0, a, s).to(x_t.dtype)
 

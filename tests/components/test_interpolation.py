@@ -285,6 +285,8 @@ def test_config_errors():
     with pytest.raises(ConfigError, match=r"'model.masks.unconditional': 0.1; a residual"):
         validate(load_config("demo/interpolation", ["model.residual=true", "diffusion.guidance_scale=1.0",
                                                      "model.masks.unconditional=0.1"]), COMPONENTS)
+    with pytest.raises(ConfigError, match=r"'model.residual_scale': 8.0; only a residual ↑F .* not decoder"):
+        validate(load_config("demo/decoder", ["model.residual_scale=8"]), COMPONENTS)
     with pytest.raises(ValueError, match="extra_in_channels=4"):
         interpolation_module(["unet.extra_in_channels=3"])
     with pytest.raises(ValueError, match="model.frame_skip 6"):

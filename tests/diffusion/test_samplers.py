@@ -224,6 +224,10 @@ def test_clip_offset_clamps_the_sum_not_the_residual():
     plain = []
     d.sample(lambda x, t: want.clone(), noise, callback=lambda i, t, x, x0: plain.append(x0))
     assert torch.allclose(plain[-1], want.clamp(-1, 1))
+    scaled = []  # a residual diffused times 8 (↑F's model.residual_scale): x0 / 8 + up is what stays in [-1, 1]
+    d.sample(lambda x, t: 8 * want.clone(), noise, clip_offset=up, clip_scale=8.0,
+             callback=lambda i, t, x, x0: scaled.append(x0))
+    assert all(torch.allclose(x0, 8 * ((want + up).clamp(-1, 1) - up), atol=1e-5) for x0 in scaled)
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpmpp"])
