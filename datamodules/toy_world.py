@@ -127,6 +127,8 @@ POSITIONS: tuple[str, ...] = ("top left", "top", "top right", "left", "middle", 
                              "bottom left", "bottom", "bottom right")
 SIZES: tuple[str, ...] = ("small", "medium", "large")  # "medium" is the caption without a size word
 DIRECTIONS: tuple[str, ...] = ("left", "right")
+# What a caption names, as one_attribute_variants keys them ("position" stands for a moving shape's direction).
+CAPTION_ATTRIBUTES: tuple[str, ...] = ("color", "background", "shape", "position", "size")
 
 
 NEAR_BELOW, FAR_ABOVE = 0.38, 0.62  # caption position thresholds (fractions of the frame): top/left, bottom/right

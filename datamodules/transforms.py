@@ -56,7 +56,8 @@ def square_image(image: Image.Image, size: int) -> torch.Tensor:
     width, height = image.size
     scale = size / min(width, height)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    resized = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    resized = image if image.size == (new_w, new_h) else image.resize((new_w, new_h), Image.Resampling.BICUBIC,
+                                                                      reducing_gap=3.0)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     cropped = resized.crop((left, top, left + size, top + size))
     pixels = torch.from_numpy(np.asarray(cropped, dtype=np.uint8).copy())

@@ -7,6 +7,7 @@ embeds meaning poorly, so the demos train their own on the toy world; every demo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,10 @@ from einops import rearrange
 from torch import Tensor
 from typing_extensions import override
 
-from datamodules.toy_world import one_attribute_variants, parse_caption
+from datamodules.toy_world import CAPTION_ATTRIBUTES, one_attribute_variants, parse_caption
 from mav_train.components.base import TrainableComponent
 from mav_train.nn.encoders import build_clip_model, clip_fingerprint, clip_normalisation, clip_preprocess
+from mav_train.nn.token_cache import CachedTokenizer
 
 EXPORT_NAME = "open_clip_weights.pt"  # written into the run directory at the end of training
 
@@ -28,9 +30,10 @@ class ClipComponent(TrainableComponent):
     """Trains ``clip.model`` (seeded random init) with open_clip's ``ClipLoss`` and its learnable logit scale.
 
     ``model.hard_negatives`` > 0 adds, per toy-world caption, that many captions that differ from it in exactly
-    one attribute as extra negatives for its image (a cross-entropy over [true caption, negatives]). In-batch
-    negatives almost always differ in colour, so without them the model rarely has to read shape, position or
-    size. Captions that are not toy-world captions get no hard negatives.
+    one attribute (drawn from ``model.hard_negative_attributes``) as extra negatives for its image (a
+    cross-entropy over [true caption, negatives]). In-batch negatives almost always differ in colour, so without
+    them the model rarely has to read shape, position or size. Captions that are not toy-world captions get no
+    hard negatives.
 
     At the end of training the weights are exported as an open_clip state dict (:data:`EXPORT_NAME` in the run
     directory) that ``clip.pretrained=PATH`` loads.
@@ -42,7 +45,8 @@ class ClipComponent(TrainableComponent):
         mean, std = clip_normalisation(self.network)
         self.register_buffer("image_mean", mean, persistent=False)
         self.register_buffer("image_std", std, persistent=False)
-        self.tokenizer = open_clip.get_tokenizer(self.cfg.clip.tokenizer, context_length=self.network.context_length)
+        self.tokenizer = CachedTokenizer(
+            open_clip.get_tokenizer(self.cfg.clip.tokenizer, context_length=self.network.context_length))
         self.loss_fn = open_clip.ClipLoss()
 
     @override
@@ -91,7 +95,7 @@ class ClipComponent(TrainableComponent):
         k = self.cfg.model.hard_negatives
         rows, negatives = [], []
         for i, caption in enumerate(captions):
-            picked = pick_variants(caption, k, rng)
+            picked = pick_variants(caption, k, rng, self.cfg.model.hard_negative_attributes)
             if picked:
                 rows.append(i)
                 negatives.extend(picked)
@@ -119,16 +123,18 @@ class ClipComponent(TrainableComponent):
             export_open_clip(self.network, Path(self.trainer.default_root_dir) / EXPORT_NAME)
 
 
-def pick_variants(caption: str, k: int, rng: np.random.Generator) -> list[str]:
-    """``k`` captions, each differing from ``caption`` in one attribute (distinct attributes where possible);
-    empty for a caption that is not a toy-world caption."""
+def pick_variants(caption: str, k: int, rng: np.random.Generator,
+                  attributes: Sequence[str] = CAPTION_ATTRIBUTES) -> list[str]:
+    """``k`` captions, each differing from ``caption`` in one of ``attributes`` (distinct attributes while they
+    last; "position" also stands for a moving shape's direction); empty for a caption that is not a toy-world
+    caption."""
     try:
         variants = one_attribute_variants(parse_caption(caption))
     except ValueError:
         return []
-    attributes = sorted(variants)
-    chosen = rng.choice(len(attributes), size=k, replace=k > len(attributes))
-    return [variants[attributes[a]][rng.integers(len(variants[attributes[a]]))].text() for a in chosen]
+    keys = [a if a in variants else "direction" for a in attributes]
+    chosen = range(k) if k == len(keys) else rng.choice(len(keys), size=k, replace=k > len(keys))
+    return [variants[keys[a]][rng.integers(len(variants[keys[a]]))].text() for a in chosen]
 
 
 def export_open_clip(model: torch.nn.Module, path: Path) -> Path:

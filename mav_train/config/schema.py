@@ -268,8 +268,12 @@ class ComponentConfig:
     # ↑F sampling: 1 starts from pure noise; below 1 from the blend of the known frames (cross-fade between them,
     # held before the first and after the last) noised to that fraction of the timesteps (SDEdit).
     sample_strength: float = 1.0
-    # clip: captions per toy-world image that differ in one attribute, as extra negatives (0 = plain CLIP loss).
+    # clip: captions per toy-world image that differ in one attribute, as extra negatives (0 = plain CLIP loss),
+    # the changed attributes drawn from hard_negative_attributes (distinct while they last; "position" also means
+    # a moving shape's direction).
     hard_negatives: int = 0
+    hard_negative_attributes: list[str] = field(
+        default_factory=lambda: ["color", "background", "shape", "position", "size"])
 
 
 @dataclass

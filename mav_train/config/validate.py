@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from omegaconf import DictConfig
 
+from datamodules.toy_world import CAPTION_ATTRIBUTES
 from mav_train.config.load import ConfigError
 
 CHOICES = {
@@ -105,6 +106,11 @@ def validate(cfg: DictConfig, components: Iterable[str]) -> None:
     elif cfg.model.residual_scale != 1.0:
         raise ConfigError(f"invalid value for 'model.residual_scale': {cfg.model.residual_scale}; only a residual "
                           f"↑F (component interpolation) scales its residual, not {cfg.component}")
+    attributes = list(cfg.model.hard_negative_attributes)
+    unknown = sorted(set(attributes) - set(CAPTION_ATTRIBUTES))
+    if unknown or not attributes or len(set(attributes)) != len(attributes):
+        raise ConfigError(f"invalid value for 'model.hard_negative_attributes': {attributes}; a non-empty list "
+                          f"without repeats of {list(CAPTION_ATTRIBUTES)}")
     cur = cfg.data.curriculum
     if not 0 < cur.fps_min < cur.fps_max:
         raise ConfigError(f"data.curriculum: need 0 < fps_min ({cur.fps_min}) < fps_max ({cur.fps_max})")

@@ -66,6 +66,35 @@ def test_pick_variants_change_exactly_one_attribute():
     assert len(variants["shape"]) == 4 and len(variants["position"]) == 8 and len(variants["size"]) == 2
 
 
+def test_pick_variants_from_chosen_attributes():
+    rng = np.random.default_rng(0)
+    for caption in ("a small red circle at the top left on a blue background",
+                    "a large green square moving right on a white background"):
+        label = parse_caption(caption)
+        for _ in range(10):
+            picked = pick_variants(caption, 3, rng, ["shape", "position", "size"])
+            changed = []
+            for text in picked:
+                other = parse_caption(text)
+                changed += [f for f in ("color", "background", "shape", "size", "position", "direction")
+                            if getattr(other, f) != getattr(label, f)]
+            moved = "direction" if label.direction is not None else "position"
+            assert changed == ["shape", moved, "size"], (caption, picked)  # one of each, in the order given
+            assert set(changed) <= {"shape", "size", moved}
+        assert len(pick_variants(caption, 4, rng, ["shape"])) == 4
+
+
+def test_hard_negative_attributes_are_checked_at_load():
+    from mav_train.components.registry import COMPONENTS
+    from mav_train.config.load import ConfigError
+    from mav_train.config.validate import validate
+
+    validate(load_config("demo/clip", ["model.hard_negative_attributes=[shape,size]"]), COMPONENTS)
+    for bad in ("[shape,colour]", "[]", "[shape,shape]"):
+        with pytest.raises(ConfigError, match="'model.hard_negative_attributes'"):
+            validate(load_config("demo/clip", [f"model.hard_negative_attributes={bad}"]), COMPONENTS)
+
+
 def test_clip_learns_to_read_colours_and_exports_open_clip_weights(tmp_path):
     """Fails when the contrastive training (loss, tokenisation, preprocessing, export) is broken: a random CLIP
     reads colours at chance (1/9). 70 steps are enough for backgrounds and well above chance for colours (the

@@ -179,3 +179,15 @@ def test_unknown_model_name():
 def test_accepts_omegaconf_config():
     cfg = OmegaConf.structured(ClipConfig())
     assert FrozenCLIP(cfg).embed_dim == 32
+
+
+def test_toy_image_tower_runs_channels_last_with_the_same_values_and_fingerprint():
+    clip = FrozenCLIP(ClipConfig(model="toy"))
+    conv = clip.model.visual.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    plain = FrozenCLIP(ClipConfig(model="toy"))
+    plain.model.visual.to(memory_format=torch.contiguous_format)
+    assert plain.model.visual.conv1.weight.is_contiguous()
+    images = torch.rand(4, 3, 32, 32) * 2 - 1
+    torch.testing.assert_close(clip.encode_image(images), plain.encode_image(images), atol=1e-5, rtol=1e-4)
+    assert clip.fingerprint == plain.fingerprint
