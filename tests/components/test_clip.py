@@ -96,8 +96,8 @@ def test_hard_negative_attributes_are_checked_at_load():
 
 def test_clip_learns_to_read_colours_and_exports_open_clip_weights(tmp_path):
     """Fails when the contrastive training (loss, tokenisation, preprocessing, export) is broken: a random CLIP
-    reads colours at chance (1/9). 70 steps are enough for backgrounds and well above chance for colours when the
-    hard negatives include colour (the recipe's, on shape, position and size only, leave colour to in-batch
+    reads colours at chance (1/9). 70 steps are enough for backgrounds and well above chance for colours when
+    every image gets a colour negative (hard negatives on shape, position and size only leave colour to in-batch
     negatives and read it at ~34% here); the recipe's numbers after 1500 steps are in the README."""
     torch.manual_seed(0)
     images, captions = heldout_images(96, seed=1, resolution=32)
