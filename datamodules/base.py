@@ -15,7 +15,7 @@ from typing_extensions import override
 
 from datamodules.demo import DemoPaths, default_cache_dir, ensure_demo_data
 from datamodules.filters import parse_filters
-from datamodules.loader import StreamLoader, StreamPosition, make_loader
+from datamodules.loader import WORKER_STARTS, StreamLoader, StreamPosition, make_loader
 from datamodules.sharding import expand_shards, resolve_rank_world
 from datamodules.stream import StreamSpec
 from datamodules.transforms import batch_pixels_to_float
@@ -50,6 +50,8 @@ def validate_data_config(cfg: DataConfig) -> None:
         raise ValueError(f"data.short_clip must be 'adjust' or 'skip', got {cfg.short_clip!r}")
     if cfg.cond_frame not in ("first", "middle", "random"):
         raise ValueError(f"data.cond_frame must be 'first', 'middle' or 'random', got {cfg.cond_frame!r}")
+    if cfg.worker_start not in WORKER_STARTS:
+        raise ValueError(f"data.worker_start must be one of {', '.join(WORKER_STARTS)}, got {cfg.worker_start!r}")
     parse_filters(list(cfg.filters))
 
 
@@ -135,7 +137,7 @@ class ShardDataModule(LightningDataModule):
         return batch_pixels_to_float(batch)
 
     def loader(self, dataset: Any, train: bool) -> StreamLoader:
-        return make_loader(dataset, self.cfg.num_workers, self.position if train else None)
+        return make_loader(dataset, self.cfg.num_workers, self.position if train else None, self.cfg.worker_start)
 
     @override
     def state_dict(self) -> dict[str, Any]:

@@ -343,7 +343,8 @@ class EmbeddingDataModule(LightningDataModule):
 
     @override
     def train_dataloader(self) -> StreamLoader:
-        return make_loader(self._stream(True, self.position.start), self.cfg.num_workers, self.position)
+        return make_loader(self._stream(True, self.position.start), self.cfg.num_workers, self.position,
+                           self.cfg.worker_start)
 
     @override
     def val_dataloader(self) -> StreamLoader | list:

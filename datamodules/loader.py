@@ -14,11 +14,20 @@ Lightning treats the loader as resumable mid-epoch; both copies hold the same va
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.forkserver
+import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+WORKER_STARTS = ("forkserver", "fork", "spawn")
+# What a loader worker imports before the first batch: the server preloads them once, each worker forks from it.
+WORKER_PRELOAD = ["torch", "datamodules.loader", "datamodules.stream", "datamodules.video", "datamodules.image_text",
+                  "datamodules.embeddings"]
 
 
 class StreamPosition:
@@ -70,12 +79,59 @@ class StreamLoader(DataLoader):
             yield batch
 
 
-def make_loader(dataset: Dataset, num_workers: int, position: StreamPosition | None) -> StreamLoader:
-    """Persistent workers when there are any; pinned memory only when CUDA is there to use it."""
+def ignore_requeue_signal(worker_id: int = 0) -> None:
+    """A loader worker's first act (``worker_init_fn``): ignore SIGUSR1. SLURM signals every process of a job
+    step; SIGUSR1 asks the *rank* to save and stop at a step boundary (:mod:`mav_train.callbacks.preemption`),
+    and a worker killed by it would take the batch in flight with it. (SIGTERM stays torch's: a worker ends when
+    its rank tells it to.)"""
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
+def start_forkserver() -> None:
+    """Start the forkserver and its resource tracker now, with SIGUSR1 and SIGTERM ignored: both are helpers
+    that end with the rank, and a signal meant for the rank (SLURM's requeue signal, ``scancel``) must not take
+    them down while the rank is still saving. Both start by exec, which keeps ignored signals ignored. A no-op
+    once running; outside the main thread (no signal handling there) they start later, on first use."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    names = [name for name in ("SIGUSR1", "SIGTERM") if hasattr(signal, name)]
+    previous = {name: signal.signal(getattr(signal, name), signal.SIG_IGN) for name in names}
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+
+def worker_context(start: str = "forkserver") -> multiprocessing.context.BaseContext | None:
+    """How loader workers start (``data.worker_start``). The default, ``forkserver``, never forks the training
+    process itself: that process runs threads (gloo, W&B, CUDA, the other loader's queue feeders), a fork copies
+    whatever lock one of them held at that instant, and a worker that then needs it waits forever, which stalls
+    every rank at a random step. The forkserver is a clean single-threaded process that preloads
+    :data:`WORKER_PRELOAD` once (a few seconds per training process); each worker is a fork of it. Where the
+    platform has no forkserver, its default start method."""
+    if start not in WORKER_STARTS:
+        raise ValueError(f"data.worker_start must be one of {', '.join(WORKER_STARTS)}, got {start!r}")
+    if start not in multiprocessing.get_all_start_methods():
+        return None
+    context = multiprocessing.get_context(start)
+    if start == "forkserver":
+        context.set_forkserver_preload(WORKER_PRELOAD)
+        start_forkserver()
+    return context
+
+
+def make_loader(dataset: Dataset, num_workers: int, position: StreamPosition | None,
+                worker_start: str = "forkserver") -> StreamLoader:
+    """Persistent workers when there are any, started as ``worker_start`` says (see :func:`worker_context`);
+    pinned memory only when CUDA is there to use it."""
     return StreamLoader(
         dataset,
         position=position,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        multiprocessing_context=worker_context(worker_start) if num_workers > 0 else None,
+        worker_init_fn=ignore_requeue_signal if num_workers > 0 else None,
         pin_memory=torch.cuda.is_available(),
     )

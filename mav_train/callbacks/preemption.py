@@ -24,9 +24,10 @@ class Preemption(L.Callback):
     the ranks agree (any rank that got the signal stops them all), every rank takes part in saving ``path``
     (sharded strategies need that), and ``trainer.should_stop`` ends training the normal way (loggers flush).
 
-    The handler is installed at ``setup`` (before any dataloader worker is forked: SLURM signals every process
-    of a job step, and workers inherit the handler, so they survive the signal instead of dying and failing
-    the run) and again wherever Lightning may have replaced it (its SIGTERM handler, registered after setup).
+    The handler is installed at ``setup`` and again wherever Lightning may have replaced it (its SIGTERM
+    handler, registered after setup). SLURM signals every process of a job step: loader workers ignore SIGUSR1
+    and the forkserver they start from ignores both signals (:mod:`datamodules.loader`), so they survive until
+    the rank has saved instead of dying and failing the run.
     After training it hands every signal to the handler that was there before (a stale copy does the same).
     Under SLURM, Lightning's requeue handler is off (see :mod:`mav_train.distributed`); requeueing the job is
     the sbatch script's part (``mav_train/slurm/train.sbatch``), once this process has exited.

@@ -5,13 +5,18 @@ Each verb module exposes ``HELP`` (its --help text, first line = summary, a plai
 no torch or Lightning import (12 s -> under a second on a 2-core machine). Configuration errors are printed as
 one line (no traceback) and exit with status 2; a checkpoint that cannot be
 read or written (unsafe, truncated, a full disk) is one line too, with status 1.
+
+A process that seems stuck prints the Python stack of every thread to stderr on SIGUSR2 and carries on
+(``kill -USR2 PID``; for a SLURM job ``scancel --signal=USR2 JOB`` reaches every rank and its loader workers).
 """
 
 from __future__ import annotations
 
 import ast
+import faulthandler
 import importlib
 import importlib.util
+import signal
 import sys
 
 from mav_train.config.load import ConfigError
@@ -66,6 +71,12 @@ def usage() -> str:
     return "\n".join(lines + ["", OVERRIDES_HELP])
 
 
+def dump_stacks_on_sigusr2() -> None:
+    """SIGUSR2: every thread's Python stack to stderr, then go on (a hung rank or loader worker shows where)."""
+    if hasattr(signal, "SIGUSR2"):
+        faulthandler.register(signal.SIGUSR2, all_threads=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -79,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(help_text(verb))
         return 0
     module = _verb_module(verb)
+    dump_stacks_on_sigusr2()
     from mav_train.checkpoints import CheckpointError  # torch; after the verb module, which needs it anyway
 
     try:

@@ -15,6 +15,7 @@ CHOICES = {
     "data.short_clip": ("adjust", "skip"),
     "data.cond_frame": ("first", "middle", "random"),
     "data.small_images": ("upscale", "skip"),
+    "data.worker_start": ("forkserver", "fork", "spawn"),
     "diffusion.schedule": ("cosine", "linear"),
     "diffusion.parameterization": ("eps", "v", "x0", "edm"),
     "diffusion.sampler": ("ddim", "ddpm", "dpmpp"),

@@ -54,6 +54,12 @@ def test_bad_choice_is_named():
         validate(cfg, COMPONENTS)
 
 
+def test_worker_start_typo_is_named():
+    cfg = load_config("demo/decoder", ["data.worker_start=forksever"])
+    with pytest.raises(ConfigError, match="data.worker_start.*forkserver"):
+        validate(cfg, COMPONENTS)
+
+
 def test_checkpoint_interval_must_be_positive():
     """checkpoint.every_n_steps=0 used to crash the first training step (it is also the validation interval)."""
     cfg = load_config("demo/decoder", ["checkpoint.every_n_steps=0"])

@@ -131,7 +131,8 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
 
 @pytest.mark.slow
 def test_kill_a_local_fit_and_rerun_the_same_command(tmp_path, demo_cache):
-    """kill -USR1, rerun, kill -TERM, rerun: each rerun resumes where the last one stopped; the last ends."""
+    """kill -USR1, rerun, kill -TERM, rerun: each rerun resumes where the last one stopped; the last ends.
+    A kill -USR2 before the first stop prints the stacks and changes nothing."""
     run_dir = tmp_path / "run"
     cmd = mav_train("fit", "recipe=demo/temporal_decoder", *TINY, "logger=csv", "trainer.max_steps=16",
                     "checkpoint.every_n_steps=2", f"run_dir={run_dir}")
@@ -144,10 +145,14 @@ def test_kill_a_local_fit_and_rerun_the_same_command(tmp_path, demo_cache):
         # Wait until this process has written a checkpoint of its own (every 2 steps), then signal it.
         last = run_dir / "last.ckpt"
         wait_for(lambda: last.exists() and (checkpoint_step(last) or 0) > before, 120, proc)
+        if sig == signal.SIGUSR1:
+            proc.send_signal(signal.SIGUSR2)  # where is it? every thread's stack to stderr, and it goes on
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out[-4000:]
         assert f"received {sig.name}" in out, out[-4000:]
+        if sig == signal.SIGUSR1:
+            assert "most recent call first" in out and "mav_train/cli/fit.py" in out, out[-4000:]
         steps.append(global_step(run_dir / PREEMPT_CKPT))
         assert before < steps[-1] < 16, (steps, out[-3000:])
         if before:

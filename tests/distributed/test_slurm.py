@@ -42,11 +42,17 @@ def job_field(job_id: str, field: str) -> str:
     return match.group(1) if match else ""
 
 
-def wait_until(predicate, timeout: float, what: str, log: Path) -> None:
+def wait_until(predicate, timeout: float, what: str, log: Path, job_id: str | None = None) -> None:
+    """Poll ``predicate``; on timeout fail with the job log's tail. With ``job_id``, a job still running is
+    first sent SIGUSR2 (every rank and loader worker prints its Python stacks into the log: see
+    ``mav_train.cli.main``), so a hang names the line it hangs on."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            text = log.read_text()[-4000:] if log.exists() else "(no job log)"
+            if job_id is not None and job_field(job_id, "JobState") == "RUNNING":
+                subprocess.run(["scancel", "--signal=USR2", job_id])
+                time.sleep(5)
+            text = log.read_text()[-12000:] if log.exists() else "(no job log)"
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; job log:\n{text}")
         time.sleep(0.5)
 
@@ -64,11 +70,11 @@ def test_submitted_job_requeues_on_usr1_and_resumes_exactly(tmp_path, demo_cache
     try:
         # Training is under way (a checkpoint at step 2 exists): send the requeue signal to the batch shell.
         last = run_dir / "last.ckpt"
-        wait_until(lambda: last.exists() and (checkpoint_step(last) or 0) > 0, 480, "a first checkpoint", log)
+        wait_until(lambda: last.exists() and (checkpoint_step(last) or 0) > 0, 480, "a first checkpoint", log, job_id)
         subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True)
-        wait_until(lambda: job_field(job_id, "Restarts") == "1", 120, "the job to requeue", log)
+        wait_until(lambda: job_field(job_id, "Restarts") == "1", 120, "the job to requeue", log, job_id)
         wait_until(lambda: job_field(job_id, "JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"),
-                   300, "the requeued job to finish", log)
+                   300, "the requeued job to finish", log, job_id)
     finally:
         if job_field(job_id, "JobState") in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING"):
             subprocess.run(["scancel", job_id])
