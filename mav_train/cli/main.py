@@ -73,8 +73,12 @@ def usage() -> str:
 
 def dump_stacks_on_sigusr2() -> None:
     """SIGUSR2: every thread's Python stack to stderr, then go on (a hung rank or loader worker shows where)."""
-    if hasattr(signal, "SIGUSR2"):
-        faulthandler.register(signal.SIGUSR2, all_threads=True)
+    if not hasattr(signal, "SIGUSR2") or sys.__stderr__ is None:
+        return
+    try:  # the process's own stderr (under a test's output capture sys.stderr has no file descriptor)
+        faulthandler.register(signal.SIGUSR2, file=sys.__stderr__, all_threads=True)
+    except (OSError, ValueError):  # a stderr without a file descriptor: no dump, nothing else changes
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
