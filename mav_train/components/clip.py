@@ -7,6 +7,7 @@ embeds meaning poorly, so the demos train their own on the toy world; every demo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -123,18 +124,28 @@ class ClipComponent(TrainableComponent):
             export_open_clip(self.network, Path(self.trainer.default_root_dir) / EXPORT_NAME)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def caption_variants(caption: str) -> dict[str, tuple[str, ...]] | None:
+    """The one-attribute variants of a toy-world caption as text, by attribute; None for another caption.
+    Kept per caption: the toy world has a few thousand, and parsing them again cost ~5 ms of every CLIP step."""
+    try:
+        variants = one_attribute_variants(parse_caption(caption))
+    except ValueError:
+        return None
+    return {attribute: tuple(v.text() for v in options) for attribute, options in variants.items()}
+
+
 def pick_variants(caption: str, k: int, rng: np.random.Generator,
                   attributes: Sequence[str] = CAPTION_ATTRIBUTES) -> list[str]:
     """``k`` captions, each differing from ``caption`` in one of ``attributes`` (distinct attributes while they
     last; "position" also stands for a moving shape's direction); empty for a caption that is not a toy-world
     caption."""
-    try:
-        variants = one_attribute_variants(parse_caption(caption))
-    except ValueError:
+    variants = caption_variants(caption)
+    if variants is None:
         return []
     keys = [a if a in variants else "direction" for a in attributes]
     chosen = range(k) if k == len(keys) else rng.choice(len(keys), size=k, replace=k > len(keys))
-    return [variants[keys[a]][rng.integers(len(variants[keys[a]]))].text() for a in chosen]
+    return [variants[keys[a]][rng.integers(len(variants[keys[a]]))] for a in chosen]
 
 
 def export_open_clip(model: torch.nn.Module, path: Path) -> Path:
