@@ -107,10 +107,10 @@ def start_forkserver() -> None:
 def worker_context(start: str = "forkserver") -> multiprocessing.context.BaseContext | None:
     """How loader workers start (``data.worker_start``). The default, ``forkserver``, never forks the training
     process itself: that process runs threads (gloo, W&B, CUDA, the other loader's queue feeders), a fork copies
-    whatever lock one of them held at that instant, and a worker that then needs it waits forever, which stalls
-    every rank at a random step. The forkserver is a clean single-threaded process that preloads
-    :data:`WORKER_PRELOAD` once (a few seconds per training process); each worker is a fork of it. Where the
-    platform has no forkserver, its default start method."""
+    whatever lock one of them held at that instant, and a worker that then needs it waits forever (every rank
+    then stalls at a random step: the known hazard of forking a threaded process). The forkserver is a clean
+    single-threaded process that preloads :data:`WORKER_PRELOAD` once (a few seconds per training process); each
+    worker is a fork of it. Where the platform has no forkserver, its default start method."""
     if start not in WORKER_STARTS:
         raise ValueError(f"data.worker_start must be one of {', '.join(WORKER_STARTS)}, got {start!r}")
     if start not in multiprocessing.get_all_start_methods():

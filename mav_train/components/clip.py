@@ -127,7 +127,8 @@ class ClipComponent(TrainableComponent):
 @functools.lru_cache(maxsize=1 << 16)
 def caption_variants(caption: str) -> dict[str, tuple[str, ...]] | None:
     """The one-attribute variants of a toy-world caption as text, by attribute; None for another caption.
-    Kept per caption: the toy world has a few thousand, and parsing them again cost ~5 ms of every CLIP step."""
+    Kept per caption (the 20,000 demo images carry about 9,700 captions: 37 MB): parsing them again cost
+    ~6 ms of every 96-caption CLIP step, 0.8 ms with the cache."""
     try:
         variants = one_attribute_variants(parse_caption(caption))
     except ValueError:
