@@ -149,7 +149,8 @@ class DataConfig:
     batch_size: int = 8
     num_workers: int = 2
     # How loader workers start: forkserver (a clean process, immune to locks held by the trainer's threads at
-    # fork time) | fork (faster start, the old default; can hang at random) | spawn.
+    # fork time; a script of your own then needs the `if __name__ == "__main__":` guard) | fork (faster start, the
+    # old default; can hang at random) | spawn.
     worker_start: str = "forkserver"
     resolution: int = 64
     # Resolution at which the conditioning image (CLIP input) is produced; null = use ``resolution``.
