@@ -14,8 +14,10 @@ Lightning treats the loader as resumable mid-epoch; both copies hold the same va
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import multiprocessing.forkserver
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -23,6 +25,8 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from mav_train.stacks import dump_stacks_on_sigusr2
 
 WORKER_STARTS = ("forkserver", "fork", "spawn")
 # What a loader worker imports before the first batch: the server preloads them once, each worker forks from it.
@@ -79,29 +83,47 @@ class StreamLoader(DataLoader):
             yield batch
 
 
-def ignore_requeue_signal(worker_id: int = 0) -> None:
-    """A loader worker's first act (``worker_init_fn``): ignore SIGUSR1. SLURM signals every process of a job
-    step; SIGUSR1 asks the *rank* to save and stop at a step boundary (:mod:`mav_train.callbacks.preemption`),
-    and a worker killed by it would take the batch in flight with it. (SIGTERM stays torch's: a worker ends when
-    its rank tells it to.)"""
+def prepare_worker(worker_id: int = 0) -> None:
+    """A loader worker's first act (``worker_init_fn``). It ignores SIGUSR1: SLURM signals every process of a job
+    step, SIGUSR1 asks the *rank* to save and stop at a step boundary (:mod:`mav_train.callbacks.preemption`),
+    and a worker killed by it would take the batch in flight with it (SIGTERM stays torch's: a worker ends when
+    its rank tells it to). SIGUSR2 prints its stacks, as in the rank (:mod:`mav_train.stacks`)."""
     if hasattr(signal, "SIGUSR1"):
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    dump_stacks_on_sigusr2()
+    release_forkserver()
+
+
+def release_forkserver() -> None:
+    """In a worker started by the forkserver: close the copy of the rank's "forkserver alive" pipe that Python
+    hands every such child. Held open, it keeps the forkserver alive after the rank has gone, and a worker only
+    notices that its parent is gone when that parent, the forkserver, exits: so a rank that ended without shutting
+    its workers down (a signal, a crash) would leave both running, holding the job's output open."""
+    server = multiprocessing.forkserver._forkserver
+    if server._forkserver_pid is None and server._forkserver_alive_fd is not None:  # a forkserver child
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
 
 
 def start_forkserver() -> None:
-    """Start the forkserver and its resource tracker now, with SIGUSR1 and SIGTERM ignored: both are helpers
-    that end with the rank, and a signal meant for the rank (SLURM's requeue signal, ``scancel``) must not take
-    them down while the rank is still saving. Both start by exec, which keeps ignored signals ignored. A no-op
-    once running; outside the main thread (no signal handling there) they start later, on first use."""
+    """Start the forkserver and its resource tracker now, with SIGUSR1, SIGUSR2 and SIGTERM ignored: both are
+    helpers that end with the rank, and a signal meant for the rank (SLURM's requeue signal, ``scancel``, a stack
+    dump request) must not take them down while the rank is still working. Both start by exec, which keeps
+    ignored signals ignored. A no-op once running; outside the main thread (no signal handling there) they start
+    later, on first use."""
     if threading.current_thread() is not threading.main_thread():
         return
-    names = [name for name in ("SIGUSR1", "SIGTERM") if hasattr(signal, name)]
+    names = [name for name in ("SIGUSR1", "SIGUSR2", "SIGTERM") if hasattr(signal, name)]
+    # The stack dump lives below Python's signal module (faulthandler): take it off and put it back explicitly.
+    dumping = hasattr(signal, "SIGUSR2") and faulthandler.unregister(signal.SIGUSR2)
     previous = {name: signal.signal(getattr(signal, name), signal.SIG_IGN) for name in names}
     try:
         multiprocessing.forkserver.ensure_running()
     finally:
         for name, handler in previous.items():
             signal.signal(getattr(signal, name), handler)
+        if dumping:
+            dump_stacks_on_sigusr2()
 
 
 def worker_context(start: str = "forkserver") -> multiprocessing.context.BaseContext | None:
@@ -111,9 +133,7 @@ def worker_context(start: str = "forkserver") -> multiprocessing.context.BaseCon
     then stalls at a random step: the known hazard of forking a threaded process). The forkserver is a clean
     single-threaded process that preloads :data:`WORKER_PRELOAD` once (a few seconds per training process); each
     worker is a fork of it. Where the platform has no forkserver, its default start method."""
-    if start not in WORKER_STARTS:
-        raise ValueError(f"data.worker_start must be one of {', '.join(WORKER_STARTS)}, got {start!r}")
-    if start not in multiprocessing.get_all_start_methods():
+    if start not in multiprocessing.get_all_start_methods():  # (the value was checked with the config)
         return None
     context = multiprocessing.get_context(start)
     if start == "forkserver":
@@ -132,6 +152,6 @@ def make_loader(dataset: Dataset, num_workers: int, position: StreamPosition | N
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         multiprocessing_context=worker_context(worker_start) if num_workers > 0 else None,
-        worker_init_fn=ignore_requeue_signal if num_workers > 0 else None,
+        worker_init_fn=prepare_worker if num_workers > 0 else None,
         pin_memory=torch.cuda.is_available(),
     )

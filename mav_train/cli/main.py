@@ -13,13 +13,12 @@ A process that seems stuck prints the Python stack of every thread to stderr on 
 from __future__ import annotations
 
 import ast
-import faulthandler
 import importlib
 import importlib.util
-import signal
 import sys
 
 from mav_train.config.load import ConfigError
+from mav_train.stacks import dump_stacks_on_sigusr2
 
 VERBS = {
     "fit": "mav_train.cli.fit",
@@ -69,16 +68,6 @@ def usage() -> str:
         summary = help_text(name).splitlines()[0]
         lines.append(f"  {name:<12} {summary}")
     return "\n".join(lines + ["", OVERRIDES_HELP])
-
-
-def dump_stacks_on_sigusr2() -> None:
-    """SIGUSR2: every thread's Python stack to stderr, then go on (a hung rank or loader worker shows where)."""
-    if not hasattr(signal, "SIGUSR2") or sys.__stderr__ is None:
-        return
-    try:  # the process's own stderr (under a test's output capture sys.stderr has no file descriptor)
-        faulthandler.register(signal.SIGUSR2, file=sys.__stderr__, all_threads=True)
-    except (OSError, ValueError):  # a stderr without a file descriptor: no dump, nothing else changes
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:

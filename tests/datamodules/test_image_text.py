@@ -261,4 +261,3 @@ def test_build_datamodule_by_kind(image_shards: Path) -> None:
     assert isinstance(build_datamodule(data_config("x.tar", kind="video")), VideoDataModule)
     with pytest.raises(ValueError, match="data.kind must be"):
         build_datamodule(data_config("x.tar", kind="audio"))
-
