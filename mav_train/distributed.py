@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import os
 
+import torch
 from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy, Strategy
 from omegaconf import DictConfig, ListConfig
 
@@ -97,9 +99,42 @@ def build_strategy(trainer: DictConfig, batch_size: int = 1) -> Strategy | str:
     return name
 
 
-def plugins(strategy: Strategy | str) -> list:
-    """Trainer plugins: atomic checkpoint writes with safe reads (:class:`AtomicCheckpointIO`), and the cluster
-    environment unless ``strategy`` (an object) already carries one.
+class BF16MixedPrecision(MixedPrecision):
+    """Lightning's ``bf16-mixed``, except that it clips the gradients of fused AdamW (every component's
+    optimiser). Lightning refuses to clip for an optimiser that unscales gradients itself, because under fp16's
+    loss scaler they are still scaled when clipping runs; bf16 has no scaler, so they are the true gradients and
+    clipping them is what ``trainer.gradient_clip_val`` asks for. Without this every ``bf16-mixed`` recipe stopped
+    at its first step. (Under ``16-mixed`` the components use unfused AdamW instead: ``uses_fused_adamw``.)"""
+
+    def __init__(self, device: str):
+        super().__init__("bf16-mixed", device)
+
+    def clip_gradients(self, optimizer, clip_val=0.0, gradient_clip_algorithm=None):
+        assert self.scaler is None  # bf16: nothing to unscale
+        kwargs = {} if gradient_clip_algorithm is None else {"gradient_clip_algorithm": gradient_clip_algorithm}
+        Precision.clip_gradients(self, optimizer, clip_val, **kwargs)
+
+
+def uses_fused_adamw(precision) -> bool:
+    """Fused AdamW unscales fp16 gradients inside its step, after Lightning would clip them (Lightning refuses,
+    and FSDP's plugin would clip the scaled gradients): under ``16-mixed`` the components take unfused AdamW."""
+    return str(precision) not in ("16-mixed", "16")
+
+
+def precision_plugin(precision, strategy: Strategy | str, accelerator: str) -> Precision | None:
+    """``bf16-mixed`` for a plain or DDP strategy: :class:`BF16MixedPrecision` (FSDP and DeepSpeed bring
+    precision plugins of their own, which clip as they should). ``None``: Lightning's plugin for the flag."""
+    if str(precision) != "bf16-mixed" or isinstance(strategy, (DeepSpeedStrategy, FSDPStrategy)):
+        return None
+    if str(strategy) in DEEPSPEED or str(strategy) in FSDP:
+        return None
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return BF16MixedPrecision("cuda" if gpu else "cpu")
+
+
+def plugins(strategy: Strategy | str, precision_plugin: Precision | None = None) -> list:
+    """Trainer plugins: atomic checkpoint writes with safe reads (:class:`AtomicCheckpointIO`), the cluster
+    environment unless ``strategy`` (an object) already carries one, and ``precision_plugin`` when given.
 
     They go in as plugins rather than into each strategy so that string-named strategies get them too.
     DeepSpeed writes its checkpoint directories itself, not through the checkpoint IO plugin.
@@ -110,4 +145,6 @@ def plugins(strategy: Strategy | str) -> list:
     env = cluster_environment()
     if env is not None and getattr(strategy, "cluster_environment", None) is None:
         out.append(env)
+    if precision_plugin is not None:
+        out.append(precision_plugin)
     return out
