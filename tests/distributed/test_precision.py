@@ -12,7 +12,7 @@ from mav_train.components.registry import component_class
 from mav_train.config.load import load_config
 from mav_train.distributed import BF16MixedPrecision, precision_plugin, uses_fused_adamw
 from mav_train.training import build_trainer
-from tests.cli.chain_fixtures import OVERRIDES
+from tests.cli.chain_fixtures import CLIP, OVERRIDES, _batch
 from tests.components.test_decoder import Repeat, toy_batch
 
 CLIP_VAL = 1e-3  # far below the tiny decoder's gradient norm, so clipping shows
@@ -54,3 +54,27 @@ def test_precision_plugin_only_where_lightnings_would_refuse():
     assert precision_plugin("16-mixed", "ddp", "cpu") is None
     assert precision_plugin("bf16-mixed", "deepspeed_stage_2", "gpu") is None  # DeepSpeed clips itself
     assert not uses_fused_adamw("16-mixed") and uses_fused_adamw("bf16-mixed") and uses_fused_adamw("32-true")
+
+
+PAPER = ["decoder", "prior", "temporal_decoder", "interpolation", "sr_low", "temporal_sr_low", "sr_high"]
+# The tiny random CLIP and its widths where a paper recipe names ViT-L/14 (768), and 4-frame windows.
+TINY = {"decoder": ["unet.text_dim=64"], "interpolation": ["model.masks.max_known=2"],
+        "sr_low": [*CLIP, "unet.cond_dim=32"], "temporal_sr_low": [*CLIP, "unet.cond_dim=32"], "sr_high": CLIP}
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_recipes_train_with_their_own_precision_and_clipping(tmp_path, name):
+    """Every paper-scale recipe, made tiny and moved to one CPU process, keeps its precision (bf16-mixed) and
+    clipping and trains two steps through the project's Trainer (they all stopped at step 1 before)."""
+    _, overrides = OVERRIDES[name]
+    cfg = load_config(name, [*overrides, *TINY.get(name, []), "trainer.accelerator=cpu", "trainer.devices=1",
+                             "trainer.strategy=auto", "trainer.max_steps=2", "trainer.enable_progress_bar=false",
+                             "sampling.every_n_steps=0", "checkpoint.every_n_steps=100"])
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.gradient_clip_val > 0
+    module = component_class(cfg.component)(cfg)
+    batch = _batch(name, cfg)
+    if name == "prior":
+        module.set_statistics(module.clip.encode_image(batch["clip_image"]))
+    trainer = build_trainer(cfg, tmp_path)
+    trainer.fit(module, train_dataloaders=DataLoader(Repeat(batch, 2), batch_size=None))
+    assert trainer.global_step == 2 and isinstance(trainer.precision_plugin, BF16MixedPrecision)
