@@ -122,14 +122,30 @@ def uses_fused_adamw(precision) -> bool:
 
 
 def precision_plugin(precision, strategy: Strategy | str, accelerator: str) -> Precision | None:
-    """``bf16-mixed`` for a plain or DDP strategy: :class:`BF16MixedPrecision` (FSDP and DeepSpeed bring
-    precision plugins of their own, which clip as they should). ``None``: Lightning's plugin for the flag."""
+    """``bf16-mixed`` for a plain or DDP strategy: :class:`BF16MixedPrecision` (FSDP brings a precision plugin
+    of its own, which clips as it should; DeepSpeed: :func:`deepspeed_precision`). ``None``: Lightning's plugin
+    for the flag."""
     if str(precision) != "bf16-mixed" or isinstance(strategy, (DeepSpeedStrategy, FSDPStrategy)):
         return None
     if str(strategy) in DEEPSPEED or str(strategy) in FSDP:
         return None
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     return BF16MixedPrecision("cuda" if gpu else "cpu")
+
+
+def deepspeed_precision(precision, strategy: Strategy | str):
+    """The Trainer's precision flag under DeepSpeed, where ``bf16-mixed`` becomes DeepSpeed's own torch autocast.
+
+    Lightning maps ``bf16-mixed`` to DeepSpeed's ``bf16`` mode, which casts the whole module to bf16: the
+    tensors a component makes inside its step (the diffusion noise, timestep and fps embeddings) are fp32 and
+    the first convolution refuses them, and the EMA copy, also in the module, would be kept in bf16, where a
+    0.999-decay update is below its rounding step. With ``torch_autocast`` the weights, the optimiser's and the
+    EMA stay fp32, the forward runs under ``torch.autocast(bfloat16)`` and linear and convolution gradients are
+    reduced in bf16. Any other precision or strategy is returned unchanged."""
+    if str(precision) != "bf16-mixed" or not isinstance(strategy, DeepSpeedStrategy):
+        return precision
+    strategy.config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+    return "32-true"
 
 
 def plugins(strategy: Strategy | str, precision_plugin: Precision | None = None) -> list:

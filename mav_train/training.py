@@ -18,7 +18,7 @@ from mav_train.callbacks.preemption import Preemption
 from mav_train.callbacks.sample_logger import SampleLogger
 from mav_train.callbacks.throughput import Throughput
 from mav_train.checkpoints import CheckpointError, newest_readable, resume_candidates
-from mav_train.distributed import build_strategy, plugins, precision_plugin
+from mav_train.distributed import build_strategy, deepspeed_precision, plugins, precision_plugin
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list[L.Callba
     return L.Trainer(
         max_steps=t.max_steps, max_epochs=t.max_epochs, devices=t.devices, num_nodes=t.num_nodes,
         accelerator=t.accelerator, strategy=strategy, plugins=plugins(strategy, precision),
-        precision=t.precision if precision is None else None, accumulate_grad_batches=t.accumulate_grad_batches,
+        precision=deepspeed_precision(t.precision, strategy) if precision is None else None,
+        accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val, log_every_n_steps=t.log_every_n_steps,
         val_check_interval=t.val_check_interval or cfg.checkpoint.every_n_steps, check_val_every_n_epoch=None,
         limit_val_batches=t.limit_val_batches, enable_progress_bar=t.enable_progress_bar,

@@ -1,5 +1,6 @@
-"""DeepSpeed ZeRO-2 on two CPU processes: fit, checkpoint (a directory), consolidate into one plain .ckpt,
-then sample from it and initialise a new component from it."""
+"""DeepSpeed ZeRO-2 on two CPU processes: fit in the paper recipes' bf16-mixed (DeepSpeed's torch autocast),
+checkpoint (a directory), consolidate into one plain .ckpt, then sample from it and initialise a new component
+from it."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def test_deepspeed_zero2_fit_consolidate_and_sample(tmp_path, demo_cache):
     pytest.importorskip("deepspeed")
     run_dir = tmp_path / "run"
     run([sys.executable, SCRIPT, "--deepspeed-cpu", "recipe=demo/decoder", *DECODER,
-         "trainer.accelerator=cpu", "trainer.devices=2", f"run_dir={run_dir}"],
+         "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=bf16-mixed", f"run_dir={run_dir}"],
         tmp_path, demo_cache, timeout=400, DS_ACCELERATOR="cpu")
     sharded = run_dir / "last.ckpt"
     assert sharded.is_dir(), "a DeepSpeed checkpoint is a directory"
@@ -46,7 +47,7 @@ def test_deepspeed_zero2_fit_consolidate_and_sample(tmp_path, demo_cache):
     assert set(plain["state_dict"]) == expected and any(k.startswith("ema_network.") for k in expected)
     held = torch.load(deepspeed_model_states(sharded), map_location="cpu", weights_only=False)["module"]
     for key, value in plain["state_dict"].items():
-        assert value.dtype == torch.float32
+        assert value.dtype == torch.float32  # bf16 compute, fp32 weights and EMA (not DeepSpeed's bf16 module)
         assert torch.equal(value, held[key]), key
     # Training moved the network (the zero-initialised output layer is no longer zero).
     assert plain["state_dict"]["network.out_conv.weight"].abs().max() > 0
@@ -62,3 +63,14 @@ def test_deepspeed_zero2_fit_consolidate_and_sample(tmp_path, demo_cache):
     report = initialise_from_checkpoint(fresh, out)
     assert "strictly" in report
     assert torch.equal(fresh.network.out_conv.weight, plain["state_dict"]["ema_network.out_conv.weight"])
+
+
+def test_bf16_mixed_under_deepspeed_is_torch_autocast():
+    from mav_train.distributed import build_strategy, deepspeed_precision
+
+    cfg = load_config("decoder", ["trainer.strategy=deepspeed_stage_2"]).trainer
+    strategy = build_strategy(cfg)
+    assert deepspeed_precision(cfg.precision, strategy) == "32-true"
+    assert strategy.config["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"}
+    assert deepspeed_precision("bf16-mixed", "ddp") == "bf16-mixed"
+    assert deepspeed_precision("32-true", build_strategy(cfg)) == "32-true"
