@@ -217,7 +217,7 @@ class DiffusionComponent(TrainableComponent):
                        dropout: bool = True) -> Tensor:
         b = x0.shape[0]
         t = self.diffusion.sample_timesteps(b, x0.device, generator=generator)
-        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+        noise = self.diffusion.noise(tuple(x0.shape), device=x0.device, dtype=x0.dtype, generator=generator)
         x_t = self.diffusion.q_sample(x0, t, noise)
         drops = self.condition_dropout(cond, b) if dropout else self._no_drop(cond, b)
         out = self.network(self.network_input(x_t, cond.extra), t, **cond.network_kwargs(), **drops)
@@ -301,7 +301,10 @@ class DiffusionComponent(TrainableComponent):
         net = self.sampling_network()
         scale = self.cfg.diffusion.guidance_scale if guidance_scale is None else guidance_scale
         if noise is None:
-            noise = torch.randn(shape, device=self.device, generator=generator)
+            noise = self.diffusion.noise(tuple(shape), device=self.device, generator=generator)
+        if noise_fn is None and self.cfg.diffusion.frame_noise_share > 0 and len(shape) == 5:
+            def noise_fn(x_t: Tensor) -> Tensor:  # stochastic steps' fresh noise, correlated across frames too
+                return self.diffusion.noise(tuple(x_t.shape), device=x_t.device, dtype=x_t.dtype, generator=generator)
         b = shape[0]
         kwargs = cond.network_kwargs()
         drop_text = torch.full((b,), cond.always_drop_text or kwargs["text_states"] is None, device=self.device)

@@ -95,6 +95,10 @@ class DiffusionConfig:
     # from the conditioning alone, and that is what a small decoder learns last (README, decoder diagnosis).
     noisy_fraction: float = 0.0
     noisy_from: float = 0.6
+    # Video (b c t h w) only: this share of every frame's noise variance is one draw per clip, the rest per frame
+    # (the mixed noise prior of PYoCo, Ge et al. 2023: eps_f = sqrt(s) eps_clip + sqrt(1 - s) eps_f), in training
+    # and in sampling alike; 0 = independent frames. In [0, 1).
+    frame_noise_share: float = 0.0
     # Sampling defaults (overridable per call).
     sampler: str = "ddim"  # ddim | ddpm | dpmpp (DPM-Solver++ 2M, deterministic)
     sample_steps: int = 50

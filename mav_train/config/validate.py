@@ -64,6 +64,8 @@ def validate(cfg: DictConfig, components: Iterable[str]) -> None:
     if d.min_snr_floor < 0 or (d.min_snr_floor > 0 and not 0 < d.min_snr_floor <= d.min_snr_gamma):
         raise ConfigError(f"invalid value for 'diffusion.min_snr_floor': {d.min_snr_floor} needs "
                           f"diffusion.min_snr_gamma > 0 and at least the floor (got {d.min_snr_gamma}); 0 disables it")
+    if not 0.0 <= d.frame_noise_share < 1.0:
+        raise ConfigError(f"invalid value for 'diffusion.frame_noise_share': {d.frame_noise_share} (it lies in [0, 1))")
     if not 0.0 <= d.noisy_fraction <= 1.0 or not 0.0 <= d.noisy_from < 1.0:
         key = "diffusion.noisy_fraction" if not 0.0 <= d.noisy_fraction <= 1.0 else "diffusion.noisy_from"
         raise ConfigError(f"invalid value for '{key}': {_get(cfg, key)} (noisy_fraction lies in [0, 1], "

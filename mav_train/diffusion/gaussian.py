@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -40,6 +41,8 @@ class GaussianDiffusion(nn.Module):
         if not 0.0 <= cfg.noisy_fraction <= 1.0 or not 0.0 <= cfg.noisy_from < 1.0:
             raise ValueError(f"noisy_fraction must lie in [0, 1] and noisy_from in [0, 1), got "
                              f"{cfg.noisy_fraction} and {cfg.noisy_from}")
+        if not 0.0 <= cfg.frame_noise_share < 1.0:
+            raise ValueError(f"frame_noise_share must lie in [0, 1), got {cfg.frame_noise_share}")
         if cfg.sampler == "dpmpp" and cfg.ddim_eta > 0.0:
             raise ValueError(f"sampler dpmpp (DPM-Solver++ 2M) is deterministic: ddim_eta must be 0, "
                              f"got {cfg.ddim_eta}")
@@ -158,6 +161,18 @@ class GaussianDiffusion(nn.Module):
     def guided_batched(self, fn: DropModelFn, scale: float | None = None) -> ModelFn:
         """:func:`batched_guided_model_fn` with ``scale`` defaulting to ``cfg.guidance_scale``."""
         return batched_guided_model_fn(fn, self.cfg.guidance_scale if scale is None else scale)
+
+    def noise(self, shape: tuple[int, ...], *, generator: torch.Generator | None = None,
+              device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tensor:
+        """Standard normal noise of ``shape``; for a video (``b c t h w``) with ``frame_noise_share`` s > 0, each
+        frame's is ``sqrt(s)`` times one draw per clip plus ``sqrt(1 - s)`` times its own (unit variance, frames
+        correlated by s). With s = 0 it is exactly ``torch.randn`` (the same draws from ``generator``)."""
+        z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        share = self.cfg.frame_noise_share
+        if share > 0 and len(shape) == 5:
+            clip = torch.randn((*shape[:2], 1, *shape[3:]), generator=generator, device=device, dtype=dtype)
+            z = math.sqrt(1.0 - share) * z + math.sqrt(share) * clip
+        return z
 
     @torch.no_grad()
     def sample(

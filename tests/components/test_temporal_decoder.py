@@ -10,8 +10,9 @@ from einops import rearrange
 from torch.utils.data import DataLoader
 
 from mav_train.components.init import initialise_from_checkpoint
-from mav_train.components.registry import component_class
-from mav_train.config.load import load_config
+from mav_train.components.registry import COMPONENTS, component_class
+from mav_train.config.load import ConfigError, load_config
+from mav_train.config.validate import validate
 from tests.components.test_decoder import OVERRIDES, Repeat, toy_batch
 
 VIDEO = ["data.num_frames=4", "unet.max_frames=8"]
@@ -104,6 +105,30 @@ def test_sample_video_shape_and_determinism():
     a = module.sample_from_batch(batch, 2, generator=torch.Generator().manual_seed(0), steps=3)
     b = module.sample_from_batch(batch, 2, generator=torch.Generator().manual_seed(0), steps=3)
     assert a.shape == (2, 3, 4, 16, 16) and torch.equal(a, b)
+
+
+def test_frame_noise_share_reaches_training_and_every_sampling_step(monkeypatch):
+    """With diffusion.frame_noise_share the training noise, x_T and the fresh noise of every stochastic step all
+    come from GaussianDiffusion.noise (correlated frames); nothing is drawn per frame alone."""
+    module = component_class("temporal_decoder")(
+        load_config("demo/temporal_decoder", OVERRIDES + VIDEO + ["diffusion.frame_noise_share=0.5",
+                                                                  "diffusion.ddim_eta=1.0"]))
+    calls: list[tuple[int, ...]] = []
+    draw = module.diffusion.noise
+
+    def counted(shape, **kwargs):
+        calls.append(tuple(shape))
+        return draw(shape, **kwargs)
+
+    monkeypatch.setattr(module.diffusion, "noise", counted)
+    x0, cond = module.prepare_batch(video_batch())
+    module.diffusion_loss(x0, cond)
+    assert calls == [(2, 3, 4, 16, 16)]
+    calls.clear()
+    module.sample_from_batch(video_batch(), 2, generator=torch.Generator().manual_seed(0), steps=3)
+    assert calls == [(2, 3, 4, 16, 16)] * 3  # x_T, then one fresh draw for each of the two stochastic steps
+    with pytest.raises(ConfigError, match="'diffusion.frame_noise_share': 1"):
+        validate(load_config("demo/temporal_decoder", ["diffusion.frame_noise_share=1"]), COMPONENTS)
 
 
 def test_lr_scales_give_matched_parameters_their_own_rate_and_zero_freezes_them(tmp_path):

@@ -62,6 +62,22 @@ def test_noisy_fraction_out_of_range_is_refused(fraction, start):
         _diffusion(noisy_fraction=fraction, noisy_from=start)
 
 
+def test_frame_noise_share_correlates_the_frames_of_a_clip():
+    shape = (64, 3, 4, 8, 8)
+    plain = _diffusion().noise(shape, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(plain, torch.randn(shape, generator=torch.Generator().manual_seed(0)))  # share 0: randn
+    mixed = _diffusion(frame_noise_share=0.6).noise(shape, generator=torch.Generator().manual_seed(0))
+    assert abs(mixed.std().item() - 1.0) < 0.02  # unit variance
+    frames = mixed.permute(2, 0, 1, 3, 4).reshape(4, -1)
+    corr = torch.corrcoef(frames)
+    off_diagonal = corr[~torch.eye(4, dtype=torch.bool)]
+    assert (off_diagonal - 0.6).abs().max() < 0.03, corr  # every pair of frames correlated by the share
+    image = _diffusion(frame_noise_share=0.6).noise((4, 3, 8, 8), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(image, torch.randn((4, 3, 8, 8), generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match="frame_noise_share must lie in"):
+        _diffusion(frame_noise_share=1.0)
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])
 def test_q_sample_statistics(schedule):
     d = _diffusion(schedule=schedule)
