@@ -148,9 +148,9 @@ def deepspeed_precision(precision, strategy: Strategy | str):
     return "32-true"
 
 
-def plugins(strategy: Strategy | str, precision_plugin: Precision | None = None) -> list:
+def plugins(strategy: Strategy | str, precision: Precision | None = None) -> list:
     """Trainer plugins: atomic checkpoint writes with safe reads (:class:`AtomicCheckpointIO`), the cluster
-    environment unless ``strategy`` (an object) already carries one, and ``precision_plugin`` when given.
+    environment unless ``strategy`` (an object) already carries one, and the precision plugin when given.
 
     They go in as plugins rather than into each strategy so that string-named strategies get them too.
     DeepSpeed writes its checkpoint directories itself, not through the checkpoint IO plugin.
@@ -161,6 +161,6 @@ def plugins(strategy: Strategy | str, precision_plugin: Precision | None = None)
     env = cluster_environment()
     if env is not None and getattr(strategy, "cluster_environment", None) is None:
         out.append(env)
-    if precision_plugin is not None:
-        out.append(precision_plugin)
+    if precision is not None:
+        out.append(precision)
     return out
