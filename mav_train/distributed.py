@@ -126,9 +126,7 @@ def precision_plugin(precision, strategy: Strategy | str, accelerator: str) -> P
     of its own, which clips as it should; DeepSpeed: :func:`deepspeed_precision`). ``None``: Lightning's plugin
     for the flag."""
     if str(precision) != "bf16-mixed" or isinstance(strategy, (DeepSpeedStrategy, FSDPStrategy)):
-        return None
-    if str(strategy) in DEEPSPEED or str(strategy) in FSDP:
-        return None
+        return None  # (build_strategy makes every DeepSpeed and FSDP name an object of these classes)
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     return BF16MixedPrecision("cuda" if gpu else "cpu")
 
