@@ -287,6 +287,17 @@ class DiffusionComponent(TrainableComponent):
     def sampling_network(self) -> UNet:
         return self.ema_network if self.ema_network is not None else self.network
 
+    def fresh_noise_fn(self, ndim: int, generator: torch.Generator | None) -> NoiseFn | None:
+        """The fresh noise of stochastic sampling steps for tensors of ``ndim`` dimensions: correlated across
+        frames like x_T when ``diffusion.frame_noise_share`` > 0 and the tensor is a video, else None (the sampler
+        then draws plain ``randn`` from ``generator``)."""
+        if self.cfg.diffusion.frame_noise_share <= 0 or ndim != 5:
+            return None
+
+        def noise_fn(x_t: Tensor) -> Tensor:
+            return self.diffusion.noise(tuple(x_t.shape), device=x_t.device, dtype=x_t.dtype, generator=generator)
+        return noise_fn
+
     @torch.no_grad()
     def sample(self, cond: Conditions, shape: tuple[int, ...], *, guidance_scale: float | None = None,
                steps: int | None = None, generator: torch.Generator | None = None,
@@ -302,9 +313,8 @@ class DiffusionComponent(TrainableComponent):
         scale = self.cfg.diffusion.guidance_scale if guidance_scale is None else guidance_scale
         if noise is None:
             noise = self.diffusion.noise(tuple(shape), device=self.device, generator=generator)
-        if noise_fn is None and self.cfg.diffusion.frame_noise_share > 0 and len(shape) == 5:
-            def noise_fn(x_t: Tensor) -> Tensor:  # stochastic steps' fresh noise, correlated across frames too
-                return self.diffusion.noise(tuple(x_t.shape), device=x_t.device, dtype=x_t.dtype, generator=generator)
+        if noise_fn is None:
+            noise_fn = self.fresh_noise_fn(len(shape), generator)
         b = shape[0]
         kwargs = cond.network_kwargs()
         drop_text = torch.full((b,), cond.always_drop_text or kwargs["text_states"] is None, device=self.device)

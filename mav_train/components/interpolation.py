@@ -132,7 +132,8 @@ class Interpolation(TemporalDecoder):
                        drop_text=torch.ones_like(drop))
 
         scale = self.cfg.diffusion.guidance_scale if guidance_scale is None else guidance_scale
-        noise = torch.randn(video.shape, device=self.device, generator=generator)
+        noise = self.diffusion.noise(tuple(video.shape), device=self.device, generator=generator)
+        noise_fn = self.fresh_noise_fn(video.ndim, generator)
         strength = self.cfg.model.sample_strength if strength is None else strength
         blend = known_frame_blend(video, known)
         if self.cfg.model.residual:
@@ -144,12 +145,12 @@ class Interpolation(TemporalDecoder):
             k = self.cfg.model.residual_scale
             out = self.diffusion.sample(self.diffusion.guided_batched(fn, 1.0), noise, steps=steps, generator=generator,
                                         init=torch.zeros_like(blend) if strength < 1.0 else None, strength=strength,
-                                        clip_offset=blend, clip_scale=k)
+                                        clip_offset=blend, clip_scale=k, noise_fn=noise_fn)
             out = (out / k + blend).clamp(-1.0, 1.0)
         else:
             out = self.diffusion.sample(self.diffusion.guided_batched(fn, scale), noise, steps=steps,
                                         generator=generator, init=blend if strength < 1.0 else None,
-                                        strength=strength)
+                                        strength=strength, noise_fn=noise_fn)
         return torch.where(rearrange(known, "b t -> b 1 t 1 1"), video, out)
 
     @override

@@ -239,6 +239,27 @@ def test_strength_given_to_interpolate_samples_as_the_recipe_setting_does():
     assert not torch.equal(given, module.interpolate(video, 2, steps=4, generator=torch.Generator().manual_seed(0)))
 
 
+@pytest.mark.parametrize("strength", [1.0, 0.5])
+def test_fill_draws_correlated_frame_noise_like_the_temporal_decoder(strength, monkeypatch):
+    """With diffusion.frame_noise_share, ↑F's x_T (or the noise of its SDEdit start) and the fresh noise of every
+    stochastic step come from GaussianDiffusion.noise, as in training: nothing is drawn per frame alone."""
+    module = interpolation_module(["diffusion.frame_noise_share=0.8", "diffusion.ddim_eta=1.0"])
+    calls: list[tuple[int, ...]] = []
+    draw = module.diffusion.noise
+
+    def counted(shape, **kwargs):
+        calls.append(tuple(shape))
+        return draw(shape, **kwargs)
+
+    monkeypatch.setattr(module.diffusion, "noise", counted)
+    video = random_video(b=1, t=FRAMES)
+    out = module.fill(video, animation_mask(FRAMES), 30.0, steps=4, strength=strength,
+                      generator=torch.Generator().manual_seed(0))
+    stochastic = 3 if strength == 1.0 else 1  # 4 steps, or the 2 of them below t = 0.5 T; the last adds none
+    assert calls == [(1, 3, FRAMES, 16, 16)] * (1 + stochastic)
+    assert torch.equal(out[:, :, 0], video[:, :, 0])
+
+
 def test_extrapolate_both_directions_and_animate_keep_the_given_frames():
     module = interpolation_module()
     perturb(module.ema_network, std=0.02, seed=1)
