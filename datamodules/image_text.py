@@ -104,9 +104,11 @@ class ImageSampleDecoder:
                 raise SkipSample("below_resolution", detail)
             counter.count("upscaled", str(sample["__key__"]), detail, warn=False)
         rgb = image_to_rgb(image)
+        pixels = square_image(rgb, self.resolution)
+        same = self.clip_resolution == self.resolution  # then one resize serves both entries
         item = {
-            "image": square_image(rgb, self.resolution),
-            "clip_image": square_image(rgb, self.clip_resolution),
+            "image": pixels,
+            "clip_image": pixels if same else square_image(rgb, self.clip_resolution),
             "caption": caption,
             "key": str(sample["__key__"]),
         }

@@ -47,6 +47,10 @@ class UNetConfig:
     temporal_kernel: int = 3
     max_frames: int = 128
     fps_cond: bool = False
+    # Video: the temporal attention also reads the timestep (+ fps) embedding, added to its normalised input through
+    # a zero-initialised projection (our choice). Without it the fps reaches the temporal layers only through the
+    # spatial layers' scale/shift, the same for every frame, and D^t's motion hardly depends on it.
+    temporal_attn_emb: bool = False
     # Super-resolution: embed the noise-augmentation level of the low-res input (a timestep in [0, T)) and add it
     # to the timestep embedding (Imagen's noise-conditioning augmentation).
     aug_level_cond: bool = False

@@ -101,4 +101,4 @@ class UNetBlock(nn.Module):
         Returns x's layout with the block's output channels.
         """
         x = self.res(x, emb)
-        return x if self.attn is None else self.attn(x, context, context_mask)
+        return x if self.attn is None else self.attn(x, context, context_mask, emb)

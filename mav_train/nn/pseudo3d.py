@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from einops import rearrange
+import torch.nn.functional as F
+from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from mav_train.nn.attention import SpatialAttention, multihead_attention, num_heads
@@ -74,11 +75,13 @@ class TemporalConv(nn.Conv3d):
 class TemporalAttention(nn.Module):
     """Pre-norm self-attention along time, for every pixel, with a residual connection.
 
-    Learned frame-position embeddings (initialised sinusoidal) for up to ``max_frames`` frames. The output
-    projection is zero-initialised, so the layer starts as the identity. Images pass through unchanged.
+    Learned frame-position embeddings (initialised sinusoidal) for up to ``max_frames`` frames. With ``emb_dim``
+    the block's timestep (+ fps) embedding is added too, through a zero-initialised projection, so that how the
+    frames attend to each other can depend on the noise level and the frame rate. The output projection is
+    zero-initialised, so the layer starts as the identity. Images pass through unchanged.
     """
 
-    def __init__(self, channels: int, head_dim: int, max_frames: int) -> None:
+    def __init__(self, channels: int, head_dim: int, max_frames: int, emb_dim: int = 0) -> None:
         super().__init__()
         if max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
@@ -90,9 +93,15 @@ class TemporalAttention(nn.Module):
         self.proj_out = nn.Linear(channels, channels)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
+        self.emb_proj = None
+        if emb_dim > 0:
+            self.emb_proj = nn.Linear(emb_dim, channels)
+            nn.init.zeros_(self.emb_proj.weight)
+            nn.init.zeros_(self.emb_proj.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``b c t h w`` -> ``b c t h w`` (attention over ``t``); ``b c h w`` is returned as is."""
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        """``b c t h w`` -> ``b c t h w`` (attention over ``t``); ``b c h w`` is returned as is. ``emb``
+        ``(b, emb_dim)``: the timestep (+ fps) embedding, required when the layer was built with ``emb_dim``."""
         if x.ndim == 4:
             return x
         if x.ndim != 5:
@@ -104,6 +113,12 @@ class TemporalAttention(nn.Module):
             )
         tokens = rearrange(x, "b c t h w -> (b h w) t c")
         hidden = self.norm(tokens) + self.position[:frames].to(tokens.dtype)
+        if self.emb_proj is not None:
+            if emb is None:
+                raise ValueError("this temporal attention reads the timestep embedding (unet.temporal_attn_emb): "
+                                 "pass emb")
+            shift = repeat(self.emb_proj(F.silu(emb)), "b c -> (b h w) 1 c", h=height, w=width)
+            hidden = hidden + shift.to(hidden.dtype)
         q, k, v = self.qkv(hidden).chunk(3, dim=-1)
         out = self.proj_out(multihead_attention(q, k, v, self.heads))
         return x + rearrange(out, "(b h w) t c -> b c t h w", b=batch, h=height, w=width)
@@ -134,15 +149,18 @@ class Pseudo3DAttention(nn.Module):
         norm_groups: int,
         temporal: bool,
         max_frames: int,
+        emb_dim: int = 0,
     ) -> None:
         super().__init__()
         self.spatial = SpatialAttention(channels, head_dim, context_dim, norm_groups)
-        self.temporal = TemporalAttention(channels, head_dim, max_frames) if temporal else None
+        self.temporal = TemporalAttention(channels, head_dim, max_frames, emb_dim) if temporal else None
 
-    def forward(self, x: Tensor, context: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
-        """``b c h w`` or ``b c t h w`` -> same shape; context ``(b, m, d)``, context_mask ``(b, m)`` bool."""
+    def forward(self, x: Tensor, context: Tensor | None = None, context_mask: Tensor | None = None,
+                emb: Tensor | None = None) -> Tensor:
+        """``b c h w`` or ``b c t h w`` -> same shape; context ``(b, m, d)``, context_mask ``(b, m)`` bool; ``emb``
+        ``(b, emb_dim)`` for a temporal attention built with ``emb_dim``."""
         x = self.spatial(x, context, context_mask)
-        return x if self.temporal is None else self.temporal(x)
+        return x if self.temporal is None else self.temporal(x, emb)
 
 
 TEMPORAL_MODULES: tuple[type[nn.Module], ...] = (TemporalConv, TemporalAttention)

@@ -72,6 +72,8 @@ def validate_unet_config(cfg: UNetConfig) -> None:
         raise ValueError(f"unet.temporal_kernel must be odd, got {cfg.temporal_kernel}")
     if cfg.fps_cond and not cfg.temporal:
         raise ValueError("unet.fps_cond requires unet.temporal=True")
+    if cfg.temporal_attn_emb and not cfg.temporal:
+        raise ValueError("unet.temporal_attn_emb requires unet.temporal=True")
 
 
 class UNet(nn.Module):
@@ -128,7 +130,8 @@ class UNet(nn.Module):
         if attention:
             context_dim = self.context_dim if self.cond.has_context else 0
             attn = Pseudo3DAttention(
-                out_channels, cfg.head_dim, context_dim, self.norm_groups, cfg.temporal, cfg.max_frames
+                out_channels, cfg.head_dim, context_dim, self.norm_groups, cfg.temporal, cfg.max_frames,
+                self.time_dim if cfg.temporal_attn_emb else 0,
             )
         return UNetBlock(res, attn)
 

@@ -54,6 +54,24 @@ def test_temporal_attention_is_identity_at_init() -> None:
     assert attn(image) is image
 
 
+def test_temporal_attention_reads_the_embedding_through_a_zero_initialised_projection() -> None:
+    torch.manual_seed(0)
+    attn = TemporalAttention(16, head_dim=8, max_frames=8, emb_dim=12)
+    x, emb = torch.randn(2, 16, 4, 3, 3), torch.randn(2, 12)
+    assert torch.equal(attn(x, emb), x)  # identity at init, whatever the embedding
+    perturb(attn.proj_out)
+    assert torch.equal(attn(x, emb), attn(x, torch.randn(2, 12)))  # the projection starts at zero
+    perturb(attn.emb_proj)
+    other = emb.clone()
+    other[1] += 1.0
+    out, out_other = attn(x, emb), attn(x, other)
+    assert torch.equal(out[0], out_other[0]) and not torch.allclose(out[1], out_other[1])  # per clip
+    with pytest.raises(ValueError, match="pass emb"):
+        attn(x)
+    image = torch.randn(2, 16, 3, 3)
+    assert attn(image, emb) is image
+
+
 def test_temporal_attention_mixes_time_not_space() -> None:
     torch.manual_seed(0)
     attn = TemporalAttention(16, head_dim=8, max_frames=8)

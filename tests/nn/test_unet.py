@@ -69,6 +69,7 @@ def test_video_shapes(overrides: dict) -> None:
         ({"cond_dim": -1}, "cond_dim must be >= 0, got -1"),
         ({"temporal": True, "temporal_kernel": 2}, "temporal_kernel must be odd, got 2"),
         ({"fps_cond": True}, "fps_cond requires unet.temporal=True"),
+        ({"temporal_attn_emb": True}, "temporal_attn_emb requires unet.temporal=True"),
         ({"max_frames": 0}, "max_frames must be >= 1, got 0"),
         ({"patch_size": 0}, "patch_size must be >= 1, got 0"),
     ],
@@ -291,3 +292,28 @@ def test_temporal_layers_train_and_mix_frames() -> None:
     changed[:, :, 3] = torch.randn(1, 3, 8, 8)
     assert not torch.allclose(out[:, :, 0], net(changed, T[:1], image_emb=image, fps=fps)[:, :, 0], atol=1e-5)
     assert not torch.allclose(out, net(x, T[:1], image_emb=image, fps=fps * 3), atol=1e-5)
+
+
+def test_temporal_attn_emb_starts_at_zero_and_brings_the_fps_to_the_temporal_attention() -> None:
+    """unet.temporal_attn_emb: the new projections are temporal parameters (they train under freeze_spatial) and
+    start at zero, so a D^t inflated from a decoder still computes the decoder frame by frame; once trained, the
+    fps acts through them as well as through the spatial layers' scale/shift."""
+    torch.manual_seed(0)
+    net = UNet(tiny_config(temporal=True, fps_cond=True, temporal_attn_emb=True))
+    names = net.temporal_parameter_names()
+    assert "middle.0.attn.temporal.emb_proj.weight" in names
+    x, image = torch.randn(1, 3, 4, 8, 8), torch.randn(1, 12)
+    image_net = UNet(tiny_config())
+    perturb(image_net)
+    net.load_state_dict(image_net.state_dict(), strict=False)
+    frames = torch.stack([image_net(x[:, :, i], T[:1], image_emb=image) for i in range(4)], dim=2)
+    torch.testing.assert_close(net(x, T[:1], image_emb=image, fps=torch.tensor([6.0])), frames)
+
+    def fps_effect() -> torch.Tensor:
+        slow, fast = (net(x, T[:1], image_emb=image, fps=torch.tensor([f])) for f in (4.0, 30.0))
+        return slow - fast
+
+    perturb(net, seed=5, skip=frozenset(n for n in names if "emb_proj" in n))
+    before = fps_effect()
+    perturb(net, seed=6, skip=frozenset(n for n, _ in net.named_parameters() if "emb_proj" not in n))
+    assert not torch.allclose(fps_effect(), before, atol=1e-5)
