@@ -194,15 +194,19 @@ def judge_temporal_sr_low(module, sr_low, num: int, seed: int = 0, fps: float = 
     return out
 
 
+UPF_MODES = ("interpolate", "extrapolate", "animate")
+
+
 @torch.no_grad()
-def judge_interpolation(module, num: int, steps: int | None = None) -> dict:
-    """↑F: interpolation at skip 5 (16 keyframes -> 76 frames at 30 fps), extrapolation, animation."""
+def judge_interpolation(module, num: int, steps: int | None = None, modes: tuple[str, ...] = UPF_MODES) -> dict:
+    """↑F: interpolation at skip 5 (16 keyframes -> 76 frames at 30 fps), extrapolation, animation (``modes``)."""
     from mav_train.evaluation.interpolation import measure_animation, measure_extrapolation, measure_interpolation
 
     context = min(module.cfg.model.masks.max_known, module.window - 1)
-    return {"interpolate": measure_interpolation(module, num, skip=5, keyframes=16, steps=steps),
-            "extrapolate": measure_extrapolation(module, num, context=context, n=16, steps=steps),
-            "animate": measure_animation(module, num, n=16, steps=steps)}
+    measures = {"interpolate": lambda: measure_interpolation(module, num, skip=5, keyframes=16, steps=steps),
+                "extrapolate": lambda: measure_extrapolation(module, num, context=context, n=16, steps=steps),
+                "animate": lambda: measure_animation(module, num, n=16, steps=steps)}
+    return {mode: measures[mode]() for mode in modes}
 
 
 def _flat(scores: dict) -> dict:
@@ -233,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="↑F's model.sample_strength: 1 = from noise, lower = from the noised cross-fade of the "
                              "known frames (default: the checkpoint's)")
     parser.add_argument("--guidance", type=float, help="guidance scale of D^t and ↑F (default: each checkpoint's own)")
+    parser.add_argument("--upf-modes", nargs="+", choices=UPF_MODES, default=list(UPF_MODES),
+                        help="which of ↑F's measurements to run (interpolation is the slow one)")
     parser.add_argument("--sr-levels", type=float, nargs="+", default=list(SR_NOISE_LEVELS),
                         help="sampling noise levels of the low-res input to measure (sr_low / sr_high)")
     parser.add_argument("--num", type=int, default=64, help="held-out items per measurement")
@@ -305,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             upf = component_from_checkpoint(load_checkpoint_file(interpolation_path), interpolation_path, settings)
         else:
             upf = load_component(interpolation_path)
-        report["interpolation"] = judge_interpolation(upf, args.num, args.steps)
+        report["interpolation"] = judge_interpolation(upf, args.num, args.steps, tuple(args.upf_modes))
         for name, scores in report["interpolation"].items():
             print(f"interpolation {name}:", scores if isinstance(scores, (str, float)) else _fmt(_flat(scores)))
     if args.out:
