@@ -31,6 +31,7 @@ from mav_train.components.registry import component_class
 from mav_train.config.load import load_config
 from mav_train.config.schema import MaskConfig
 from tests.components.test_decoder import OVERRIDES, Repeat
+from tests.components.test_temporal_decoder import record_noise_draws
 from tests.conftest import REPO, cli_env
 from tests.nn.tiny import perturb
 
@@ -244,14 +245,7 @@ def test_fill_draws_correlated_frame_noise_like_the_temporal_decoder(strength, m
     """With diffusion.frame_noise_share, ↑F's x_T (or the noise of its SDEdit start) and the fresh noise of every
     stochastic step come from GaussianDiffusion.noise, as in training: nothing is drawn per frame alone."""
     module = interpolation_module(["diffusion.frame_noise_share=0.8", "diffusion.ddim_eta=1.0"])
-    calls: list[tuple[int, ...]] = []
-    draw = module.diffusion.noise
-
-    def counted(shape, **kwargs):
-        calls.append(tuple(shape))
-        return draw(shape, **kwargs)
-
-    monkeypatch.setattr(module.diffusion, "noise", counted)
+    calls = record_noise_draws(module, monkeypatch)
     video = random_video(b=1, t=FRAMES)
     out = module.fill(video, animation_mask(FRAMES), 30.0, steps=4, strength=strength,
                       generator=torch.Generator().manual_seed(0))

@@ -107,12 +107,8 @@ def test_sample_video_shape_and_determinism():
     assert a.shape == (2, 3, 4, 16, 16) and torch.equal(a, b)
 
 
-def test_frame_noise_share_reaches_training_and_every_sampling_step(monkeypatch):
-    """With diffusion.frame_noise_share the training noise, x_T and the fresh noise of every stochastic step all
-    come from GaussianDiffusion.noise (correlated frames); nothing is drawn per frame alone."""
-    module = component_class("temporal_decoder")(
-        load_config("demo/temporal_decoder", OVERRIDES + VIDEO + ["diffusion.frame_noise_share=0.5",
-                                                                  "diffusion.ddim_eta=1.0"]))
+def record_noise_draws(module, monkeypatch) -> list[tuple[int, ...]]:
+    """The shapes of every draw through ``module.diffusion.noise`` from now on (the list fills as they happen)."""
     calls: list[tuple[int, ...]] = []
     draw = module.diffusion.noise
 
@@ -121,6 +117,16 @@ def test_frame_noise_share_reaches_training_and_every_sampling_step(monkeypatch)
         return draw(shape, **kwargs)
 
     monkeypatch.setattr(module.diffusion, "noise", counted)
+    return calls
+
+
+def test_frame_noise_share_reaches_training_and_every_sampling_step(monkeypatch):
+    """With diffusion.frame_noise_share the training noise, x_T and the fresh noise of every stochastic step all
+    come from GaussianDiffusion.noise (correlated frames); nothing is drawn per frame alone."""
+    module = component_class("temporal_decoder")(
+        load_config("demo/temporal_decoder", OVERRIDES + VIDEO + ["diffusion.frame_noise_share=0.5",
+                                                                  "diffusion.ddim_eta=1.0"]))
+    calls = record_noise_draws(module, monkeypatch)
     x0, cond = module.prepare_batch(video_batch())
     module.diffusion_loss(x0, cond)
     assert calls == [(2, 3, 4, 16, 16)]
