@@ -55,9 +55,18 @@ class PriorBlock(nn.Module):
         self.ff = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Dropout(dropout),
                                 nn.Linear(ff_mult * dim, dim))
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """``x (b, L, dim)``, ``mask (b, 1, L, L)`` bool → ``(b, L, dim)``."""
-        q, k, v = rearrange(self.qkv(self.norm_attn(x)), "b l (three h d) -> three b h l d", three=3, h=self.heads)
+    def forward(self, x: Tensor, mask: Tensor, last_only: bool = False) -> Tensor:
+        """``x (b, L, dim)``, ``mask (b, 1, L, L)`` bool → ``(b, L, dim)``.
+
+        ``last_only``: compute the output of the last token alone, ``(b, 1, dim)``, equal to the last row of the
+        full output (the projections to queries, keys and values still see every token; attention, its output
+        projection and the MLP of the others are skipped). The network's final block needs nothing else: the
+        prediction is read there.
+        """
+        q, k, v = self.qkv(self.norm_attn(x)).chunk(3, dim=-1)
+        if last_only:  # (modules are called, not their weights sliced: ZeRO-3 gathers a weight when it is called)
+            q, x, mask = q[:, -1:], x[:, -1:], mask[..., -1:, :]
+        q, k, v = (rearrange(a, "b l (h d) -> b h l d", h=self.heads) for a in (q, k, v))
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                                   dropout_p=self.dropout if self.training else 0.0)
         x = x + self.out(rearrange(attended, "b h l d -> b l (h d)"))
@@ -129,6 +138,8 @@ class PriorTransformer(nn.Module):
                 raise ValueError(f"the prior is conditioned on text only; got {name}")
         x, mask = self.tokens(x_t, t, text_states, text_mask, text_emb, drop_text)
         attn_mask = prior_attention_mask(mask)
-        for block in self.blocks:
+        *body, last = self.blocks
+        for block in body:
             x = block(x, attn_mask)
-        return self.to_out(self.norm_out(x[:, -1]))
+        # Only the query's output is read, so the last block computes that token alone (the same numbers).
+        return self.to_out(self.norm_out(last(x, attn_mask, last_only=True)[:, -1]))

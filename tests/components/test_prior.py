@@ -78,6 +78,28 @@ def test_token_layout_and_causality():
     assert not torch.allclose(dropped[~drop], other[~drop], atol=1e-3)
 
 
+def test_last_block_computes_the_query_alone_with_the_same_numbers_and_gradients():
+    # The final block computes only the query token's output; run every block in full instead and read the last
+    # token: the prediction and every parameter's gradient must be the same.
+    cfg = PriorConfig(embed_dim=8, text_dim=12, text_tokens=6, dim=16, depth=3, heads=2)
+    net = PriorTransformer(cfg)
+    inputs = {**_inputs(cfg), "drop_text": torch.tensor([False, True, False])}
+    fast = net(**inputs)
+    fast.square().sum().backward()
+    fast_grads = {name: p.grad.clone() for name, p in net.named_parameters()}
+    net.zero_grad()
+    x, mask = net.tokens(inputs["x_t"], inputs["t"], inputs["text_states"], inputs["text_mask"],
+                         inputs["text_emb"], inputs["drop_text"])
+    attn_mask = prior_attention_mask(mask)
+    for block in net.blocks:
+        x = block(x, attn_mask)
+    full = net.to_out(net.norm_out(x[:, -1]))
+    full.square().sum().backward()
+    assert torch.allclose(fast, full, atol=1e-6)
+    for name, p in net.named_parameters():
+        assert torch.allclose(fast_grads[name], p.grad, atol=1e-5), name
+
+
 def test_prior_refuses_other_conditions():
     cfg = PriorConfig(embed_dim=8, text_dim=12, text_tokens=6, dim=16, depth=1, heads=2)
     with pytest.raises(ValueError, match="text only"):
