@@ -1,7 +1,7 @@
 """Prior P benchmark: our prior's training step against DALLE2-pytorch's, and prior training throughput from an
 embedding folder against from image shards.
 
-Run from the repo root: ``python -m bench.bench_prior [--quick]``. Two parts:
+Run from the repo root: ``python -m bench.bench_prior [--quick | --vit-l]``. Two parts:
 
 1. Step time (issue 8's target: ours / DALLE2 <= 0.8). Our ``Prior`` component (``PriorTransformer``) against
    DALLE2-pytorch's ``DiffusionPrior`` around its ``DiffusionPriorNetwork``, both given the same precomputed
@@ -116,6 +116,9 @@ class PriorBenchSettings:
     # throughput
     recipe: str = "demo/prior"
     clip_pretrained: str | None = None  # null: seeded random toy CLIP; "demo": the trained one (cached)
+    # an open_clip architecture (e.g. ViT-L-14) with seeded random weights instead of the toy CLIP: the compute of
+    # the paper-scale towers; the prior keeps the recipe's network, its input widths set from that CLIP
+    clip_model: str | None = None
     num_samples: int = 4096  # toy-world images written (10 of the 50 colour x shape pairs are held out)
     samples_per_shard: int = 1024
     image_resolution: int = 128  # the demo set's (datamodules.demo.DemoSpec)
@@ -125,6 +128,11 @@ class PriorBenchSettings:
     warmup_steps: int = 3  # steps dropped at the start of every run (worker start, first calls)
     throughput_repeats: int = 3
 
+
+# The throughput part with ViT-L/14's towers (the width of LAION's published embeddings) at random weights: one
+# image costs ~1 s of one CPU thread there, so fewer images and smaller, fewer steps.
+VIT_L_THROUGHPUT = dict(clip_model="ViT-L-14", num_samples=128, samples_per_shard=64, batch_size=8, steps=4,
+                        warmup_steps=1, throughput_repeats=2)
 
 QUICK = PriorBenchSettings(sizes=(DEMO,), repeats=3, num_samples=1536, samples_per_shard=512, steps=6,
                            warmup_steps=2, throughput_repeats=2)
@@ -392,8 +400,21 @@ def throughput_config(settings: PriorBenchSettings, shards: Path, embeddings: Pa
         f"clip.pretrained={pretrained}", f"data.batch_size={batch}", f"data.num_workers={workers}",
         "data.val_samples=0", f"data.epoch_samples={(settings.warmup_steps + settings.steps) * batch}",
         f"data.shards={shards}", f"data.embeddings={embeddings if embeddings is not None else 'null'}",
+        *clip_model_overrides(settings),
     ]
     return load_config(settings.recipe, overrides)
+
+
+def clip_model_overrides(settings: PriorBenchSettings) -> list[str]:
+    """``clip.model`` and the prior's input widths for ``settings.clip_model`` (none for the recipe's CLIP)."""
+    if settings.clip_model is None:
+        return []
+    from mav_train.components.clip_source import build_frozen_clip
+
+    clip_only = [f"clip.model={settings.clip_model}", "clip.pretrained=null"]
+    clip = build_frozen_clip(load_config(settings.recipe, clip_only))
+    return [*clip_only, f"prior.embed_dim={clip.embed_dim}", f"prior.text_dim={clip.text_width}",
+            f"prior.text_tokens={clip.context_length}"]
 
 
 def write_and_embed(settings: PriorBenchSettings, root: Path, clip) -> tuple[Path, Path, dict[str, Any]]:
@@ -526,7 +547,9 @@ def format_throughput(result: ThroughputResult) -> list[str]:
     s, cfg, data = result.settings, result.cfg, result.data
     p = cfg.prior
     clip = "seeded random toy CLIP (clip.pretrained=null; same compute as the trained demo CLIP)"
-    if s.clip_pretrained is not None:
+    if s.clip_model is not None:
+        clip = f"open_clip {s.clip_model} with seeded random weights (the compute of its towers, not its embeddings)"
+    elif s.clip_pretrained is not None:
         clip = f"toy CLIP, clip.pretrained={s.clip_pretrained}"
     lines = [
         "Part 2: prior training throughput, embedding folder (data.embeddings) vs image shards (data.shards)",
@@ -547,7 +570,7 @@ def format_throughput(result: ThroughputResult) -> list[str]:
     for name, runs in result.runs.items():
         wait, prepare, train = (statistics.fmean(getattr(r, f) for r in runs)
                                 for f in ("wait_s", "prepare_s", "train_s"))
-        rounds = " ".join(f"{r.samples_per_s:.0f}" for r in runs)
+        rounds = " ".join(f"{r.samples_per_s:.3g}" for r in runs)
         lines.append(f"{name:<14}{result.samples_per_s(name):>10.1f}  {wait:>7.3f} {prepare:>9.3f} {train:>8.3f}  "
                      f"{rounds}")
     ratio = result.ratio()
@@ -589,6 +612,7 @@ class PriorBenchResult:
                 "shards_samples_per_s": t.samples_per_s(SHARDS),
                 "ratio": t.ratio(), "target": THROUGHPUT_TARGET, "met": t.ratio() >= THROUGHPUT_TARGET,
                 "batch": t.cfg.data.batch_size, "workers": t.cfg.data.num_workers,
+                "clip_model": t.cfg.clip.model,
             }
         return out
 
@@ -636,8 +660,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", choices=("step", "throughput"), help="run one part")
     parser.add_argument("--clip-pretrained", help="clip.pretrained of the throughput runs (default null: seeded "
                                                   "random toy CLIP; 'demo' trains/reads the toy CLIP in the cache)")
+    parser.add_argument("--vit-l", action="store_true",
+                        help="throughput only, with ViT-L/14's towers at random weights (128 images, batch 8, 4 steps "
+                             "x 2 rounds; ~6 min on one thread)")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else PriorBenchSettings()
+    if args.vit_l:
+        settings = replace(settings, parts=("throughput",), **VIT_L_THROUGHPUT)
     changes = {"threads": args.threads, "repeats": args.repeats, "throughput_repeats": args.repeats,
                "steps": args.steps, "workers": args.workers, "clip_pretrained": args.clip_pretrained,
                "parts": (args.only,) if args.only else None}
