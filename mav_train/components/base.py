@@ -23,6 +23,7 @@ from mav_train.components.clip_source import CLIP_FINGERPRINT_KEY, build_frozen_
 from mav_train.components.param_groups import lr_scale_groups
 from mav_train.config.load import config_from_container
 from mav_train.diffusion import GaussianDiffusion
+from mav_train.diffusion.guidance import DropModelFn
 from mav_train.diffusion.samplers import NoiseFn
 from mav_train.distributed import uses_fused_adamw
 from mav_train.nn.encoders import FrozenCLIP
@@ -315,7 +316,13 @@ class DiffusionComponent(TrainableComponent):
             noise = self.diffusion.noise(tuple(shape), device=self.device, generator=generator)
         if noise_fn is None:
             noise_fn = self.fresh_noise_fn(len(shape), generator)
-        b = shape[0]
+        model_fn = self.diffusion.guided_batched(self.network_fn(net, cond, shape[0]), scale)
+        return self.diffusion.sample(model_fn, noise, steps=steps, generator=generator, noise_fn=noise_fn,
+                                     sampler=sampler, clip_offset=clip_offset)
+
+    def network_fn(self, net: torch.nn.Module, cond: Conditions, b: int) -> DropModelFn:
+        """``fn(x_t, t, drop)`` for batched classifier-free guidance (``batched_guided_model_fn``): ``net`` on the
+        ``b`` rows of ``cond``, tiled to the rows of ``x_t``; ``drop`` rows drop the image embedding and the text."""
         kwargs = cond.network_kwargs()
         drop_text = torch.full((b,), cond.always_drop_text or kwargs["text_states"] is None, device=self.device)
 
@@ -326,9 +333,7 @@ class DiffusionComponent(TrainableComponent):
                      for k, v in kwargs.items()}
             return net(x_t, t, **tiled, drop_image=drop, drop_text=drop | drop_text.repeat(reps))
 
-        model_fn = self.diffusion.guided_batched(fn, scale)
-        return self.diffusion.sample(model_fn, noise, steps=steps, generator=generator, noise_fn=noise_fn,
-                                     sampler=sampler, clip_offset=clip_offset)
+        return fn
 
     def sample_from_batch(self, batch: dict, num: int, generator: torch.Generator | None = None,
                           steps: int | None = None, guidance_scale: float | None = None) -> Tensor:

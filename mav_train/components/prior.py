@@ -12,8 +12,9 @@ from torch import Tensor
 from typing_extensions import override
 
 from mav_train.components.base import Conditions, DiffusionComponent
+from mav_train.diffusion.guidance import DropModelFn
 from mav_train.nn.encoders import FrozenCLIP, TextEncoding
-from mav_train.nn.prior import PriorTransformer
+from mav_train.nn.prior import PriorTransformer, TextPrefix
 
 
 def select_candidates(candidates: Tensor, text_emb: Tensor) -> Tensor:
@@ -183,6 +184,26 @@ class Prior(DiffusionComponent):
         return loss
 
     # ----- sampling -----------------------------------------------------------------------------------------
+    @override
+    def network_fn(self, net: torch.nn.Module, cond: Conditions, b: int) -> DropModelFn:
+        """The base's guided network function, with the text part of the sequence computed once per drop pattern
+        (conditional and unconditional rows) and reused at every step (``PriorTransformer.text_prefix``)."""
+        kwargs = cond.network_kwargs()
+        if not isinstance(net, PriorTransformer) or kwargs["text_states"] is None:
+            return super().network_fn(net, cond, b)
+        prefixes: dict[tuple[bool, ...], TextPrefix] = {}
+
+        def fn(x_t: Tensor, t: Tensor, drop: Tensor) -> Tensor:
+            key = tuple(drop.tolist())
+            if key not in prefixes:
+                reps = x_t.shape[0] // b
+                states, mask, emb = (repeat(kwargs[k], "b ... -> (r b) ...", r=reps)
+                                     for k in ("text_states", "text_mask", "text_emb"))
+                prefixes[key] = net.text_prefix(states, mask, emb, drop_text=drop | cond.always_drop_text)
+            return net(x_t, t, prefix=prefixes[key])
+
+        return fn
+
     @torch.no_grad()
     def sample_embeddings(self, text: TextEncoding, text_emb: Tensor, *, num_candidates: int | None = None,
                           steps: int | None = None, guidance_scale: float | None = None,

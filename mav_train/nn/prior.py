@@ -6,9 +6,15 @@ Token layout, in this order (``n`` = CLIP context length, ``L = n + 4``)::
 
 Every token attends only to itself and earlier tokens (causal) and never to padding text tokens (after EOT).
 The output at the last token, the learned query, is the prediction (x0, eps or v, as the diffusion says).
+
+Under the causal mask the text tokens and the pooled embedding attend only to each other, so nothing they hold
+depends on the timestep or the noised embedding. Sampling computes their keys and values once per prompt
+(:meth:`PriorTransformer.text_prefix`) and then runs only the last three tokens at every step.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +25,7 @@ from mav_train.config.schema import PriorConfig
 from mav_train.nn.embeddings import TimestepEmbedding
 
 EXTRA_TOKENS = 4  # pooled text, timestep, noised image embedding, query
+STEP_TOKENS = 3  # the tokens that change from step to step: timestep, noised image embedding, query
 
 
 def check_prior_config(cfg: PriorConfig) -> None:
@@ -41,6 +48,16 @@ def prior_attention_mask(text_mask: Tensor) -> Tensor:
     return rearrange(causal, "q k -> 1 1 q k") & rearrange(keys, "b k -> b 1 1 k")
 
 
+@dataclass
+class TextPrefix:
+    """The text tokens and the pooled embedding as the rest of the sequence sees them: per block, their keys and
+    values ``(b, heads, n + 1, head_dim)``, and which of them may be attended to (``mask`` ``(b, n + 1)``)."""
+
+    keys: list[Tensor]
+    values: list[Tensor]
+    mask: Tensor
+
+
 class PriorBlock(nn.Module):
     """Pre-LN transformer block: causal self-attention (``scaled_dot_product_attention``) then an MLP."""
 
@@ -55,18 +72,24 @@ class PriorBlock(nn.Module):
         self.ff = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Dropout(dropout),
                                 nn.Linear(ff_mult * dim, dim))
 
-    def forward(self, x: Tensor, mask: Tensor, last_only: bool = False) -> Tensor:
-        """``x (b, L, dim)``, ``mask (b, 1, L, L)`` bool → ``(b, L, dim)``.
+    def forward(self, x: Tensor, mask: Tensor, last_only: bool = False,
+                past: tuple[Tensor, Tensor] | None = None, keep: list[tuple[Tensor, Tensor]] | None = None) -> Tensor:
+        """``x (b, l, dim)``, ``mask (b, 1, l, P + l)`` bool → ``(b, l, dim)``.
 
         ``last_only``: compute the output of the last token alone, ``(b, 1, dim)``, equal to the last row of the
         full output (the projections to queries, keys and values still see every token; attention, its output
         projection and the MLP of the others are skipped). The network's final block needs nothing else: the
-        prediction is read there.
+        prediction is read there. ``past``: keys and values ``(b, heads, P, head_dim)`` of ``P`` tokens before
+        ``x`` (0 without); ``keep``: a list that gets this block's own keys and values.
         """
-        q, k, v = self.qkv(self.norm_attn(x)).chunk(3, dim=-1)
+        q, k, v = (rearrange(a, "b l (h d) -> b h l d", h=self.heads)
+                   for a in self.qkv(self.norm_attn(x)).chunk(3, dim=-1))
+        if keep is not None:
+            keep.append((k, v))
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         if last_only:  # (modules are called, not their weights sliced: ZeRO-3 gathers a weight when it is called)
-            q, x, mask = q[:, -1:], x[:, -1:], mask[..., -1:, :]
-        q, k, v = (rearrange(a, "b l (h d) -> b h l d", h=self.heads) for a in (q, k, v))
+            q, x, mask = q[:, :, -1:], x[:, -1:], mask[..., -1:, :]
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                                   dropout_p=self.dropout if self.training else 0.0)
         x = x + self.out(rearrange(attended, "b h l d -> b l (h d)"))
@@ -100,6 +123,19 @@ class PriorTransformer(nn.Module):
     def tokens(self, x_t: Tensor, t: Tensor, text_states: Tensor, text_mask: Tensor, text_emb: Tensor,
                drop_text: Tensor | None) -> tuple[Tensor, Tensor]:
         """The token sequence ``(b, L, dim)`` and its text mask ``(b, n)`` (null tokens count as present)."""
+        text, pooled, mask = self._text_tokens(text_states, text_mask, text_emb, drop_text)
+        extra = torch.cat([pooled.unsqueeze(1), self._step_tokens(x_t, t)], dim=1)
+        return torch.cat([text, extra], dim=1) + self.pos_emb, mask
+
+    def _step_tokens(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """Timestep, noised image embedding and query, ``(b, 3, dim)``, without position embeddings."""
+        query = repeat(self.query, "d -> b d", b=x_t.shape[0])
+        return torch.stack([self.time_emb(t), self.x_proj(x_t.to(self.query.dtype)), query], dim=1)
+
+    def _text_tokens(self, text_states: Tensor, text_mask: Tensor, text_emb: Tensor,
+                     drop_text: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Text tokens ``(b, n, dim)`` and pooled token ``(b, dim)`` (null ones where dropped, no position
+        embeddings), and the text mask ``(b, n)``."""
         b, n = text_mask.shape
         if n != self.cfg.text_tokens or text_states.shape != (b, n, self.cfg.text_dim):
             raise ValueError(f"text_states must be (b, {self.cfg.text_tokens}, {self.cfg.text_dim}), "
@@ -113,12 +149,44 @@ class PriorTransformer(nn.Module):
             text = torch.where(rearrange(drop, "b -> b 1 1"), repeat(self.null_text, "n d -> b n d", b=b), text)
             pooled = torch.where(rearrange(drop, "b -> b 1"), repeat(self.null_pooled, "d -> b d", b=b), pooled)
             mask = mask | rearrange(drop, "b -> b 1")
-        extra = torch.stack([pooled, self.time_emb(t), self.x_proj(x_t.to(dtype)),
-                             repeat(self.query, "d -> b d", b=b)], dim=1)
-        return torch.cat([text, extra], dim=1) + self.pos_emb, mask
+        return text, pooled, mask
 
-    def forward(self, x_t: Tensor, t: Tensor, *, text_states: Tensor, text_mask: Tensor, text_emb: Tensor,
-                drop_text: Tensor | None = None, **unused: Tensor | None) -> Tensor:
+    @torch.no_grad()
+    def text_prefix(self, text_states: Tensor, text_mask: Tensor, text_emb: Tensor,
+                    drop_text: Tensor | None = None) -> TextPrefix:
+        """Keys and values of the text tokens and the pooled embedding in every block, computed once: with them
+        ``forward(x_t, t, prefix=...)`` runs only the three tokens that change between sampling steps."""
+        text, pooled, mask = self._text_tokens(text_states, text_mask, text_emb, drop_text)
+        n = text.shape[1]
+        x = torch.cat([text, pooled.unsqueeze(1)], dim=1) + self.pos_emb[:n + 1]
+        keys = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        causal = torch.ones(n + 1, n + 1, dtype=torch.bool, device=x.device).tril()
+        attn_mask = rearrange(causal, "q k -> 1 1 q k") & rearrange(keys, "b k -> b 1 1 k")
+        kept: list[tuple[Tensor, Tensor]] = []
+        *body, last = self.blocks
+        for block in body:
+            x = block(x, attn_mask, keep=kept)
+        last(x, attn_mask, last_only=True, keep=kept)  # its keys and values; its output is not needed
+        return TextPrefix([k for k, _ in kept], [v for _, v in kept], keys)
+
+    def _forward_steps(self, x_t: Tensor, t: Tensor, prefix: TextPrefix) -> Tensor:
+        """The prediction from the step tokens alone, attending to ``prefix``."""
+        b, p = prefix.mask.shape
+        if x_t.shape[0] != b:
+            raise ValueError(f"the text prefix holds {b} rows, x_t {x_t.shape[0]}")
+        x = self._step_tokens(x_t, t) + self.pos_emb[p:]
+        causal = torch.ones(STEP_TOKENS, p + STEP_TOKENS, dtype=torch.bool, device=x.device).tril(diagonal=p)
+        keys = torch.cat([prefix.mask, prefix.mask.new_ones(b, STEP_TOKENS)], dim=1)
+        attn_mask = rearrange(causal, "q k -> 1 1 q k") & rearrange(keys, "b k -> b 1 1 k")
+        *body, last = self.blocks
+        for block, k, v in zip(body, prefix.keys, prefix.values, strict=False):
+            x = block(x, attn_mask, past=(k, v))
+        x = last(x, attn_mask, last_only=True, past=(prefix.keys[-1], prefix.values[-1]))
+        return self.to_out(self.norm_out(x[:, -1]))
+
+    def forward(self, x_t: Tensor, t: Tensor, *, text_states: Tensor | None = None, text_mask: Tensor | None = None,
+                text_emb: Tensor | None = None, drop_text: Tensor | None = None, prefix: TextPrefix | None = None,
+                **unused: Tensor | None) -> Tensor:
         """Predict from the noised image embedding.
 
         Args:
@@ -127,6 +195,8 @@ class PriorTransformer(nn.Module):
             text_states: ``(b, n, text_dim)`` per-token CLIP text states; text_mask ``(b, n)`` bool (True up to
                 and including EOT); text_emb ``(b, embed_dim)`` pooled CLIP text embedding.
             drop_text: ``(b,)`` bool, True = learned null text (classifier-free guidance).
+            prefix: instead of the four text arguments, what :meth:`text_prefix` computed from them (the same
+                prediction, for a fraction of the compute).
             unused: conditions of other components (``image_emb``, ``fps``, ``extra``, ``drop_image``); the prior
                 has none of them, and they must be None or absent (``drop_image`` is ignored).
 
@@ -136,6 +206,12 @@ class PriorTransformer(nn.Module):
         for name, value in unused.items():
             if value is not None and name != "drop_image":
                 raise ValueError(f"the prior is conditioned on text only; got {name}")
+        if prefix is not None:
+            if text_states is not None or drop_text is not None:
+                raise ValueError("give the text arguments or a text prefix computed from them, not both")
+            return self._forward_steps(x_t, t, prefix)
+        if text_states is None or text_mask is None or text_emb is None:
+            raise ValueError("the prior needs text_states, text_mask and text_emb (or a text prefix)")
         x, mask = self.tokens(x_t, t, text_states, text_mask, text_emb, drop_text)
         attn_mask = prior_attention_mask(mask)
         *body, last = self.blocks

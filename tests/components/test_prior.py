@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from mav_train.components.base import DiffusionComponent
 from mav_train.components.prior import Prior, select_candidates
 from mav_train.components.registry import load_component
 from mav_train.config.load import load_config
@@ -98,6 +99,34 @@ def test_last_block_computes_the_query_alone_with_the_same_numbers_and_gradients
     assert torch.allclose(fast, full, atol=1e-6)
     for name, p in net.named_parameters():
         assert torch.allclose(fast_grads[name], p.grad, atol=1e-5), name
+
+
+def test_text_prefix_computed_once_gives_the_same_predictions_and_samples():
+    # Sampling computes the text tokens' keys and values once and runs only the three step tokens: the network's
+    # output and the sampled embeddings must equal those of the full sequence.
+    cfg = PriorConfig(embed_dim=8, text_dim=12, text_tokens=6, dim=16, depth=3, heads=2)
+    net = PriorTransformer(cfg).eval()
+    inputs = _inputs(cfg)
+    drop = torch.tensor([False, True, False])
+    text = {k: inputs[k] for k in ("text_states", "text_mask", "text_emb")}
+    prefix = net.text_prefix(**text, drop_text=drop)
+    for t in (torch.tensor([0, 500, 999]), torch.tensor([7, 7, 7])):
+        full = net(inputs["x_t"], t, **text, drop_text=drop)
+        assert torch.allclose(net(inputs["x_t"], t, prefix=prefix), full, atol=1e-5)
+    with pytest.raises(ValueError, match="not both"):
+        net(inputs["x_t"], inputs["t"], **text, prefix=prefix)
+    with pytest.raises(ValueError, match="rows"):
+        net(inputs["x_t"][:2], inputs["t"][:2], prefix=prefix)
+
+    prior = tiny_prior().eval()
+    captions = ["a red circle at the top left on a blue background", "a small green star"]
+
+    def embeddings() -> torch.Tensor:
+        return prior.generate(captions, num_candidates=2, generator=torch.Generator().manual_seed(0))
+
+    cached = embeddings()
+    prior.network_fn = lambda net, cond, b: DiffusionComponent.network_fn(prior, net, cond, b)  # full sequence
+    assert torch.allclose(cached, embeddings(), atol=1e-5)
 
 
 def test_prior_refuses_other_conditions():
