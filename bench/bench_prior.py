@@ -21,6 +21,11 @@ Run from the repo root: ``python -m bench.bench_prior [--quick | --vit-l]``. Two
    every batch) with the recipe's batch size and loader workers. A step is the whole loop body of a bare
    training loop: next batch from ``train_dataloader()``, ``on_after_batch_transfer``, ``Prior.prepare_batch``,
    diffusion loss, backward, AdamW step, EMA update (no Lightning, logging, validation or checkpoints).
+   ``--vit-l``: the same with ViT-L/14's towers at seeded random weights (fewer images and steps).
+3. Sampling (no target): ``sample_prompts`` x ``sample_candidates`` embeddings with DDIM and guidance, ours as
+   ``generate`` samples (the text tokens' keys and values computed once per prompt), ours running the whole
+   sequence at every step, and DALLE2's ``p_sample_loop_ddim`` (its whole sequence, twice per step) with the
+   same number of network calls; interleaved rounds.
 
 The CLIP is the toy world's CLIP architecture with seeded random weights (``clip.pretrained=null``) unless
 ``--clip-pretrained demo`` is given: the weights do not change the compute, and a fresh machine would otherwise
@@ -62,7 +67,7 @@ from bench.bench_model import (
     paired_ratio,
     time_steps_on_clocks,
 )
-from mav_train.components.prior import Prior
+from mav_train.components.prior import Prior, select_candidates
 from mav_train.config.load import load_config
 from mav_train.nn.encoders import TextEncoding
 
@@ -105,7 +110,7 @@ VIT_L_WIDE = PriorSize("vit-l-wide", embed_dim=768, text_dim=768, text_tokens=77
 class PriorBenchSettings:
     """What to run. ``repeats`` / ``throughput_repeats`` are the interleaved rounds of the two parts."""
 
-    parts: tuple[str, ...] = ("step", "throughput")
+    parts: tuple[str, ...] = ("step", "throughput", "sample")
     threads: int = 1  # torch threads of this process (loader workers use 1)
     seed: int = 0
     p_drop_text: float = 0.1  # text dropout for guidance, both priors (the demo recipe's and DALL-E 2's)
@@ -127,6 +132,13 @@ class PriorBenchSettings:
     steps: int = 16  # timed steps per run
     warmup_steps: int = 3  # steps dropped at the start of every run (worker start, first calls)
     throughput_repeats: int = 3
+    # sampling (part 3): prompts x candidates, DDIM steps, guidance; sizes as part 1 but batch = prompts
+    sample_prompts: int = 8
+    sample_candidates: int = 2
+    sample_steps: int = 10
+    sample_guidance: float = 2.0
+    sample_repeats: int = 3
+    sample_sizes: tuple[PriorSize, ...] = (DEMO, VIT_L_MID)
 
 
 # The throughput part with ViT-L/14's towers (the width of LAION's published embeddings) at random weights: one
@@ -135,7 +147,7 @@ VIT_L_THROUGHPUT = dict(clip_model="ViT-L-14", num_samples=128, samples_per_shar
                         warmup_steps=1, throughput_repeats=2)
 
 QUICK = PriorBenchSettings(sizes=(DEMO,), repeats=3, num_samples=1536, samples_per_shard=512, steps=6,
-                           warmup_steps=2, throughput_repeats=2)
+                           warmup_steps=2, throughput_repeats=2, sample_repeats=2, sample_sizes=(DEMO,))
 
 
 # ---------------------------------------------------------------------------------------------- the batch
@@ -581,6 +593,112 @@ def format_throughput(result: ThroughputResult) -> list[str]:
     return lines
 
 
+# ---------------------------------------------------------------------------------------------- part 3
+
+
+SAMPLERS = ("ours", "ours, full sequence", "dalle2")
+
+
+@dataclass
+class SampleResult:
+    """One size: wall seconds per call (``times[sampler]``, one per round) of each way to sample."""
+
+    size: PriorSize
+    times: dict[str, list[float]]
+    params: dict[str, int]
+    max_difference: float  # between ours with and without the text prefix (same noise)
+
+    def ratio(self, a: str, b: str) -> float | None:
+        return paired_ratio(self.times[a], self.times[b]) if a in self.times and b in self.times else None
+
+
+def run_sample_size(size: PriorSize, settings: PriorBenchSettings, skipped: str | None) -> SampleResult:
+    """Sampling ``sample_prompts`` x ``sample_candidates`` embeddings: ours as ``generate`` does it (the text
+    prefix computed once), ours running the full sequence at every step, and DALLE2's DDIM loop
+    (``p_sample_loop_ddim``, which runs its whole sequence twice per step for guidance); interleaved rounds."""
+    from mav_train.components.base import DiffusionComponent
+
+    torch.manual_seed(settings.seed)
+    ours = Prior(ours_config(size, settings)).eval()
+    n, k = settings.sample_prompts, settings.sample_candidates
+    batch = make_batch(replace(size, batch=n), settings.seed)
+    text = TextEncoding(pooled=batch.text_emb, states=batch.text_states, mask=batch.text_mask,
+                        tokens=torch.zeros(batch.text_mask.shape, dtype=torch.long))
+
+    def ours_sample(full: bool) -> Callable[[], Tensor]:
+        def run() -> Tensor:
+            if full:  # the base class's network function: every token at every step
+                ours.network_fn = lambda net, cond, b: DiffusionComponent.network_fn(ours, net, cond, b)
+            try:
+                return ours.sample_embeddings(text, batch.text_emb, num_candidates=k, steps=settings.sample_steps,
+                                              guidance_scale=settings.sample_guidance,
+                                              generator=torch.Generator().manual_seed(settings.seed))
+            finally:
+                ours.__dict__.pop("network_fn", None)
+        return run
+
+    difference = float((ours_sample(False)() - ours_sample(True)()).abs().max())
+    runs: dict[str, Callable[[], Any]] = {SAMPLERS[0]: ours_sample(False), SAMPLERS[1]: ours_sample(True)}
+    params = {"ours": count_parameters(ours.network)}
+    if skipped is None:
+        network, _ = match_dalle2(size, params["ours"])
+        dalle2 = Dalle2Prior(size, network, settings.p_drop_text).eval()
+        params["dalle2"] = count_parameters(dalle2)
+        states = batch.text_states if dalle2.adapter is None else dalle2.adapter(batch.text_states)
+        cond = {"text_embed": repeat_rows(batch.text_emb, k), "text_encodings": repeat_rows(states.detach(), k)}
+
+        def dalle2_sample() -> Tensor:
+            # DALLE2's DDIM loop takes `timesteps` points and steps between neighbours: one more than our steps
+            # gives both the same number of network calls.
+            candidates = dalle2.prior.p_sample_loop_ddim((n * k, size.embed_dim), cond,
+                                                         timesteps=settings.sample_steps + 1,
+                                                         cond_scale=settings.sample_guidance)
+            return select_candidates(candidates.view(n, k, -1), batch.text_emb)
+
+        runs[SAMPLERS[2]] = dalle2_sample
+    with torch.no_grad(), quiet_dalle2_progress():
+        times = time_steps_on_clocks(runs, 1, settings.sample_repeats, {"wall": time.perf_counter})["wall"]
+    return SampleResult(size, times, params, difference)
+
+
+@contextlib.contextmanager
+def quiet_dalle2_progress() -> Iterator[None]:
+    """DALLE2's sampling loops draw a tqdm bar per call: silence them while timing."""
+    try:
+        module = importlib.import_module(DALLE2_MODULE + ".dalle2_pytorch")
+    except Exception:  # the baseline is not installed: nothing to silence
+        yield
+        return
+    bar = module.tqdm
+    module.tqdm = lambda *args, **kwargs: bar(*args, **{**kwargs, "disable": True})
+    try:
+        yield
+    finally:
+        module.tqdm = bar
+
+
+def repeat_rows(x: Tensor, k: int) -> Tensor:
+    """``(b, ...)`` -> ``(b * k, ...)``, each row ``k`` times in a row (the candidates of one prompt together)."""
+    return x.repeat_interleave(k, dim=0)
+
+
+def format_sample(result: SampleResult, settings: PriorBenchSettings) -> list[str]:
+    size = result.size
+    lines = [f"== {size.name}: {settings.sample_prompts} prompts x {settings.sample_candidates} candidates, "
+             f"{settings.sample_steps} DDIM steps, guidance {settings.sample_guidance:g}; ours {size.dim} x "
+             f"{size.depth} ({result.params['ours'] / 1e6:.2f}M), DALLE2 matched as in part 1"
+             + (f" ({result.params['dalle2'] / 1e6:.2f}M)" if "dalle2" in result.params else "") + " ==",
+             f"{'sampler':<24}{'s per call':>11}  rounds"]
+    for name, times in result.times.items():
+        lines.append(f"{name:<24}{statistics.median(times):>11.3f}  " + " ".join(f"{t:.3f}" for t in times))
+    for other in SAMPLERS[1:]:
+        ratio = result.ratio(SAMPLERS[0], other)
+        if ratio is not None:
+            lines.append(f"ours / {other}: {ratio:.3f} (median of per-round ratios)")
+    lines.append(f"largest difference, ours with vs without the text prefix (same noise): {result.max_difference:.1e}")
+    return lines
+
+
 # ---------------------------------------------------------------------------------------------- running
 
 
@@ -589,6 +707,7 @@ class PriorBenchResult:
     settings: PriorBenchSettings
     steps: list[StepResult] = field(default_factory=list)
     throughput: ThroughputResult | None = None
+    samples: list[SampleResult] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The JSON line: every ratio against its target."""
@@ -614,6 +733,11 @@ class PriorBenchResult:
                 "batch": t.cfg.data.batch_size, "workers": t.cfg.data.num_workers,
                 "clip_model": t.cfg.clip.model,
             }
+        if self.samples:
+            out["sample"] = [{"size": r.size.name, "seconds": {k: statistics.median(v) for k, v in r.times.items()},
+                              "ours_vs_full_sequence": r.ratio(SAMPLERS[0], SAMPLERS[1]),
+                              "ours_vs_dalle2": r.ratio(SAMPLERS[0], SAMPLERS[2]),
+                              "max_difference": r.max_difference} for r in self.samples]
         return out
 
 
@@ -647,6 +771,12 @@ def run_prior_benchmark(settings: PriorBenchSettings, work_dir: Path | None = No
             root = Path(work_dir) if work_dir is not None else Path(scratch)
             result.throughput = run_throughput(settings, root)
             say("\n".join(["", *format_throughput(result.throughput)]))
+        if "sample" in settings.parts:
+            skipped = dalle2_import_error()
+            say("\nPart 3: sampling embeddings (no target in issue 8; wall seconds per call, interleaved rounds)")
+            for size in settings.sample_sizes:
+                result.samples.append(run_sample_size(size, settings, skipped))
+                say("\n".join(["", *format_sample(result.samples[-1], settings)]))
     return result
 
 
@@ -657,7 +787,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="interleaved rounds of both parts")
     parser.add_argument("--steps", type=int, help="timed training steps per throughput run")
     parser.add_argument("--workers", type=int, help="loader workers of the throughput runs (default: the recipe's)")
-    parser.add_argument("--only", choices=("step", "throughput"), help="run one part")
+    parser.add_argument("--only", choices=("step", "throughput", "sample"), help="run one part")
     parser.add_argument("--clip-pretrained", help="clip.pretrained of the throughput runs (default null: seeded "
                                                   "random toy CLIP; 'demo' trains/reads the toy CLIP in the cache)")
     parser.add_argument("--vit-l", action="store_true",
