@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import importlib
 import importlib.metadata
@@ -419,14 +420,18 @@ def throughput_config(settings: PriorBenchSettings, shards: Path, embeddings: Pa
 
 def clip_model_overrides(settings: PriorBenchSettings) -> list[str]:
     """``clip.model`` and the prior's input widths for ``settings.clip_model`` (none for the recipe's CLIP)."""
-    if settings.clip_model is None:
-        return []
+    return [] if settings.clip_model is None else list(_clip_model_overrides(settings.recipe, settings.clip_model))
+
+
+@functools.cache
+def _clip_model_overrides(recipe: str, model: str) -> tuple[str, ...]:
+    """The widths are read from the model once (a ViT-L/14 build takes seconds; every run config asks)."""
     from mav_train.components.clip_source import build_frozen_clip
 
-    clip_only = [f"clip.model={settings.clip_model}", "clip.pretrained=null"]
-    clip = build_frozen_clip(load_config(settings.recipe, clip_only))
-    return [*clip_only, f"prior.embed_dim={clip.embed_dim}", f"prior.text_dim={clip.text_width}",
-            f"prior.text_tokens={clip.context_length}"]
+    clip_only = (f"clip.model={model}", "clip.pretrained=null")
+    clip = build_frozen_clip(load_config(recipe, list(clip_only)))
+    return (*clip_only, f"prior.embed_dim={clip.embed_dim}", f"prior.text_dim={clip.text_width}",
+            f"prior.text_tokens={clip.context_length}")
 
 
 def write_and_embed(settings: PriorBenchSettings, root: Path, clip) -> tuple[Path, Path, dict[str, Any]]:

@@ -179,7 +179,7 @@ class PriorTransformer(nn.Module):
         keys = torch.cat([prefix.mask, prefix.mask.new_ones(b, STEP_TOKENS)], dim=1)
         attn_mask = rearrange(causal, "q k -> 1 1 q k") & rearrange(keys, "b k -> b 1 1 k")
         *body, last = self.blocks
-        for block, k, v in zip(body, prefix.keys, prefix.values, strict=False):
+        for block, k, v in zip(body, prefix.keys[:-1], prefix.values[:-1], strict=True):
             x = block(x, attn_mask, past=(k, v))
         x = last(x, attn_mask, last_only=True, past=(prefix.keys[-1], prefix.values[-1]))
         return self.to_out(self.norm_out(x[:, -1]))
@@ -207,7 +207,7 @@ class PriorTransformer(nn.Module):
             if value is not None and name != "drop_image":
                 raise ValueError(f"the prior is conditioned on text only; got {name}")
         if prefix is not None:
-            if text_states is not None or drop_text is not None:
+            if any(a is not None for a in (text_states, text_mask, text_emb, drop_text)):
                 raise ValueError("give the text arguments or a text prefix computed from them, not both")
             return self._forward_steps(x_t, t, prefix)
         if text_states is None or text_mask is None or text_emb is None:

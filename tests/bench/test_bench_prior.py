@@ -15,7 +15,8 @@ from bench.bench_prior import PriorBenchSettings, PriorSize, make_batch, run_pri
 TINY = PriorSize("tiny", embed_dim=32, text_dim=48, text_tokens=8, dim=64, depth=1, heads=2, batch=4)
 SETTINGS = PriorBenchSettings(sizes=(TINY,), warmup=1, repeats=2, num_samples=64, samples_per_shard=32,
                               image_resolution=32, batch_size=8, workers=0, steps=2, warmup_steps=1,
-                              throughput_repeats=1)
+                              throughput_repeats=1, sample_sizes=(TINY,), sample_prompts=2, sample_steps=2,
+                              sample_repeats=1)
 
 
 def test_batch_padding_is_zero() -> None:
@@ -44,8 +45,13 @@ def test_prior_benchmark_tiny(tmp_path: Path) -> None:
     assert throughput.ratio() > 0
     assert "target: embeddings / shards >= 5x" in report
     assert (tmp_path / "embeddings" / "img_emb" / "img_emb_0.npy").is_file()
+    (sample,) = result.samples
+    assert set(sample.times) >= {"ours", "ours, full sequence"}
+    assert sample.max_difference < 1e-4  # the text prefix changes no sampled embedding
+    assert "largest difference, ours with vs without the text prefix" in report
     summary = json.loads(json.dumps(result.summary()))
     assert summary["throughput"]["target"] == 5.0
+    assert summary["sample"][0]["ours_vs_full_sequence"] > 0
     assert summary["step"][0]["ours_params"] == step.params["ours"]
 
 

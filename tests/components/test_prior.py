@@ -113,8 +113,9 @@ def test_text_prefix_computed_once_gives_the_same_predictions_and_samples():
     for t in (torch.tensor([0, 500, 999]), torch.tensor([7, 7, 7])):
         full = net(inputs["x_t"], t, **text, drop_text=drop)
         assert torch.allclose(net(inputs["x_t"], t, prefix=prefix), full, atol=1e-5)
-    with pytest.raises(ValueError, match="not both"):
-        net(inputs["x_t"], inputs["t"], **text, prefix=prefix)
+    for name, value in text.items():
+        with pytest.raises(ValueError, match="not both"):
+            net(inputs["x_t"], inputs["t"], **{name: value}, prefix=prefix)
     with pytest.raises(ValueError, match="rows"):
         net(inputs["x_t"][:2], inputs["t"][:2], prefix=prefix)
 
