@@ -128,6 +128,7 @@ class ShardDataModule(LightningDataModule):
             rank=rank,
             world_size=world,
             tag=TRAIN_TAG if train else VAL_TAG,
+            memory_cache_mb=cfg.memory_cache_mb if train else 0,
         )
 
     @override

@@ -60,6 +60,7 @@ class ImageSampleDecoder:
     """
 
     reasons = IMAGE_REASONS
+    deterministic = True  # the same sample always decodes to the same item: data.memory_cache_mb may keep it
 
     def __init__(
         self, resolution: int, clip_resolution: int, min_image_size: int, filters: tuple[FieldFilter, ...],
@@ -191,6 +192,7 @@ def endless_image_stream(
         world_size=world,
         tag=IMAGE_TAG,
         skip_prefix=skip_prefix,
+        memory_cache_mb=cfg.memory_cache_mb,
     )
     decoder = ImageSampleDecoder(
         cfg.resolution, datamodule.clip_resolution, cfg.min_image_size, datamodule.filters, tuple(cfg.holdout_pairs),

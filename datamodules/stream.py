@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import IterableDataset
 from webdataset.filters import shuffle as wds_shuffle
 
+from datamodules.memory_cache import ShardCache
 from datamodules.sharding import SlotPlan, current_worker, iter_tar_samples, plan_slot, shard_label
 from datamodules.skips import SkipCounter, SkipSample
 
@@ -31,6 +32,7 @@ class SampleDecoder(Protocol):
     """Turns a raw WebDataset sample into tensors, or raises :class:`SkipSample`."""
 
     reasons: tuple[str, ...]
+    deterministic: bool  # the same sample always decodes to the same item (then it may be memory-cached)
 
     def decode(
         self, sample: dict[str, Any], rng: np.random.Generator, counter: SkipCounter
@@ -53,6 +55,8 @@ class StreamSpec:
     world_size: int
     tag: int = 0  # separates the seeds of streams that share (seed, rank, worker)
     skip_prefix: str = ""
+    memory_cache_mb: float = 0  # > 0: keep decoded shards in memory (datamodules.memory_cache), for decoders
+    # whose output depends on the sample alone (``deterministic = True``)
 
 
 SHARD_ORDER, SAMPLE_ORDER, DECODE = 0, 1, 2  # purposes of derived seeds
@@ -79,6 +83,8 @@ class ShardStream(IterableDataset):
         self.decoder = decoder
         self.start = start
         self._counter: SkipCounter | None = None
+        cacheable = spec.memory_cache_mb > 0 and getattr(decoder, "deterministic", False)
+        self.cache = ShardCache(spec.memory_cache_mb) if cacheable else None
 
     def __len__(self) -> int:
         if self.spec.batches_per_epoch is None:
@@ -113,8 +119,10 @@ class ShardStream(IterableDataset):
             produced += 1
             yield batch
 
-    def _raw(self, plan: SlotPlan, entropy: tuple[int, ...], slot: int, passes: list[int]) -> Iterator[dict]:
-        """Raw samples of the slot's share, shards cycled forever; a corrupt shard is counted and skipped."""
+    def _raw(self, plan: SlotPlan, entropy: tuple[int, ...], slot: int, passes: list[int],
+             decode_rng: np.random.Generator) -> Iterator[Any]:
+        """Raw samples of the slot's share, shards cycled forever; a corrupt shard is counted and skipped. With
+        the memory cache on, decoded :class:`~datamodules.memory_cache.Outcome` s instead of raw samples."""
         pass_index = 0
         while True:
             order = list(plan.shards)
@@ -122,11 +130,13 @@ class ShardStream(IterableDataset):
                 random.Random(_derive_seed(entropy, SHARD_ORDER, pass_index)).shuffle(order)
             raw_in_pass = 0
             for url in order:
+                samples = (sample for index, sample in enumerate(iter_tar_samples(url)) if plan.keeps(index))
+                if self.cache is not None:
+                    samples = self.cache.read((url, plan.offset, plan.stride), samples, self.decoder, decode_rng)
                 try:
-                    for index, sample in enumerate(iter_tar_samples(url)):
-                        if plan.keeps(index):
-                            raw_in_pass += 1
-                            yield sample
+                    for sample in samples:
+                        raw_in_pass += 1
+                        yield sample
                 except (OSError, EOFError, ValueError, tarfile.TarError) as error:  # truncated, corrupt
                     self.counter.count("corrupt_shard", shard_label(url), repr(error))
             if raw_in_pass == 0:
@@ -141,19 +151,23 @@ class ShardStream(IterableDataset):
     def _decoded(self, plan: SlotPlan, entropy: tuple[int, ...], slot: int) -> Iterator[dict[str, Any]]:
         """Decoded samples; gives up (RuntimeError) when two whole passes in a row decode nothing."""
         passes: list[int] = []
-        raw = self._raw(plan, entropy, slot, passes)
+        decode_rng = np.random.default_rng(_derive_seed(entropy, DECODE))
+        raw = self._raw(plan, entropy, slot, passes, decode_rng)
         if self.spec.shuffle and self.spec.shuffle_buffer > 1:
             rng = random.Random(_derive_seed(entropy, SAMPLE_ORDER))
             raw = wds_shuffle(self.spec.shuffle_buffer, initial=min(100, self.spec.shuffle_buffer), rng=rng)(
                 raw
             )
-        decode_rng = np.random.default_rng(_derive_seed(entropy, DECODE))
         failures = 0
         for sample in raw:
             try:
-                item = self.decoder.decode(sample, decode_rng, self.counter)
+                if self.cache is not None:  # decoded when read; its counts are made now, as decoding makes them
+                    item = sample.replay(self.counter)
+                else:
+                    item = self.decoder.decode(sample, decode_rng, self.counter)
             except SkipSample as skip:
-                self.counter.count(skip.reason, str(sample.get("__key__")), skip.detail)
+                key = sample.key if self.cache is not None else str(sample.get("__key__"))
+                self.counter.count(skip.reason, key, skip.detail)
                 failures += 1
                 if len(passes) >= 2 and failures > 2 * max(passes) + self.spec.shuffle_buffer:
                     raise RuntimeError(

@@ -40,6 +40,7 @@ class VideoSampleDecoder:
     """
 
     reasons = VIDEO_REASONS
+    deterministic = False  # every read draws its clip (start, fps) at random: never memory-cached
 
     def __init__(self, cfg: DataConfig, clip_resolution: int, step: torch.Tensor) -> None:
         self.cfg = cfg

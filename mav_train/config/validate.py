@@ -70,6 +70,12 @@ def validate(cfg: DictConfig, components: Iterable[str]) -> None:
         key = "diffusion.noisy_fraction" if not 0.0 <= d.noisy_fraction <= 1.0 else "diffusion.noisy_from"
         raise ConfigError(f"invalid value for '{key}': {_get(cfg, key)} (noisy_fraction lies in [0, 1], "
                           f"noisy_from in [0, 1))")
+    if cfg.data.memory_cache_mb < 0:
+        raise ConfigError(f"invalid value for 'data.memory_cache_mb': {cfg.data.memory_cache_mb} must be >= 0 "
+                          "(0 = off)")
+    if cfg.data.memory_cache_mb > 0 and cfg.data.kind == "video" and not cfg.data.image_shards:
+        raise ConfigError("data.memory_cache_mb keeps decoded images; video clips are drawn at random on every read "
+                          "and never cached, and this config has no data.image_shards: leave it 0")
     if cfg.data.num_workers < 0:
         raise ConfigError(f"invalid value for 'data.num_workers': {cfg.data.num_workers} must be >= 0")
     if not 0.0 < cfg.model.sample_strength <= 1.0:
