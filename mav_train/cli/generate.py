@@ -28,7 +28,9 @@ usage: python -m mav_train generate prompt=TEXT|FILE [pipeline=NAME|FILE] [STAGE
   STAGE.KEY  steps, guidance, sampler (ddim, ddpm, dpmpp), eta (every stage); candidates (prior);
              fps (temporal_decoder, default 8); skip (interpolation, default 5);
              noise_level (sr_low, temporal_sr_low, sr_high); shared_noise (temporal_sr_low: one noise
-             draw for all frames of a clip, as SR_h always does on video; default false)
+             draw for all frames of a clip, as SR_h always does on video; default false);
+             frame_noise_share (temporal_decoder, interpolation, temporal_sr_low: the share of each frame's
+             noise drawn once per clip, default the checkpoint's diffusion.frame_noise_share)
   prompt     a prompt, or a text file with one prompt per line (blank lines ignored); num samples per prompt
   image      animate an image: its CLIP embedding replaces P, and ^F animates it (the image is the first
              frame); without ^F, D^t is conditioned on its embedding

@@ -33,7 +33,7 @@ SR_STAGES = ("sr_low", "temporal_sr_low", "sr_high")
 # Settings that only some stages take; the rest (checkpoint, steps, guidance, sampler, eta) apply to all.
 ONLY = {"candidates": ("prior",), "fps": ("temporal_decoder",), "skip": ("interpolation",),
         "strength": ("interpolation",),
-        "noise_level": SR_STAGES, "shared_noise": ("temporal_sr_low",)}
+        "noise_level": SR_STAGES, "shared_noise": ("temporal_sr_low",), "frame_noise_share": VIDEO_STAGES}
 
 
 @dataclass
@@ -52,6 +52,9 @@ class StageSettings:
     noise_level: float | None = None  # super-resolution: augmentation level of the low-res input, in [0, 1]
     # temporal_sr_low: one noise draw for every frame of a clip (as SR_h on video always does); default false
     shared_noise: bool | None = None
+    # video stages (temporal_decoder, interpolation, temporal_sr_low): the share of every frame's noise variance
+    # drawn once per clip while sampling, in [0, 1) (default: the checkpoint's diffusion.frame_noise_share)
+    frame_noise_share: float | None = None
 
 
 @dataclass
@@ -99,6 +102,10 @@ def load_pipeline(name: str | None, overrides: dict[str, str]) -> DictConfig:
     strength = cfg.interpolation.strength
     if strength is not None and not 0.0 < strength <= 1.0:
         raise ConfigError(f"{what}: 'interpolation.strength' must lie in (0, 1], got {strength}")
+    for stage in VIDEO_STAGES:
+        share = cfg[stage].frame_noise_share
+        if share is not None and not 0.0 <= share < 1.0:
+            raise ConfigError(f"{what}: '{stage}.frame_noise_share' must lie in [0, 1), got {share}")
     return cfg
 
 

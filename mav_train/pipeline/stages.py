@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from mav_train.checkpoints import CheckpointError
 from mav_train.components.clip_source import CLIP_FINGERPRINT_KEY
 from mav_train.config.load import ConfigError
+from mav_train.config.pipeline_file import VIDEO_STAGES
 
 
 @dataclass
@@ -84,11 +85,13 @@ def check_one_clip(stages: list[Stage]) -> str | None:
 
 
 def build(stage: Stage) -> object:
-    """The stage's component, sampling with its ``sampler`` / ``eta`` settings where given."""
+    """The stage's component, sampling with its ``sampler`` / ``eta`` / ``frame_noise_share`` settings where
+    given."""
     from mav_train.components.registry import component_from_checkpoint
 
-    diffusion = {k: v for k, v in (("sampler", stage.settings.sampler), ("ddim_eta", stage.settings.eta))
-                 if v is not None}
+    given = (("sampler", stage.settings.sampler), ("ddim_eta", stage.settings.eta),
+             ("frame_noise_share", stage.settings.frame_noise_share))
+    diffusion = {k: v for k, v in given if v is not None}
     if diffusion.get("sampler") == "dpmpp" and "ddim_eta" not in diffusion:
         diffusion["ddim_eta"] = 0.0  # DPM-Solver++ is deterministic: a recipe's DDIM eta does not carry over
     try:
@@ -123,6 +126,8 @@ def effective_settings(stage: Stage) -> dict:
         out["noise_level"] = pick(s.noise_level, stage.get("model.low_res_noise_level"))
         if stage.name == "temporal_sr_low":
             out["shared_noise"] = bool(s.shared_noise)
+    if stage.name in VIDEO_STAGES:
+        out["frame_noise_share"] = pick(s.frame_noise_share, stage.get("diffusion.frame_noise_share"))
     return out
 
 

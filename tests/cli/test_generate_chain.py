@@ -86,6 +86,32 @@ def test_same_seed_same_video_and_chain_stops_at_last_stage(ckpts, tmp_path, cap
     assert sorted(p.name for p in (a / "stages").iterdir()) == ["prior", "temporal_decoder"]
 
 
+def test_frame_noise_share_at_sampling(ckpts, tmp_path):
+    # The stage samples with the given share of every frame's noise drawn once per clip (the checkpoint's
+    # diffusion.frame_noise_share otherwise), and generate.json records what it used.
+    import torch
+    from omegaconf import OmegaConf
+
+    from mav_train.config.pipeline_file import StageSettings
+    from mav_train.pipeline.stages import build, read_stage
+
+    def frame_correlation(share):
+        settings = OmegaConf.structured(StageSettings(checkpoint=str(ckpts["temporal_decoder"]),
+                                                      frame_noise_share=share))
+        module = build(read_stage("temporal_decoder", str(ckpts["temporal_decoder"]), settings))
+        z = module.diffusion.noise((64, 3, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+        frames = z.permute(2, 0, 1, 3, 4).reshape(4, -1)
+        return torch.corrcoef(frames)[0, 1:].mean().item()
+
+    assert abs(frame_correlation(None) - 0.8) < 0.05  # the checkpoint's own (demo/temporal_decoder: 0.8)
+    assert abs(frame_correlation(0.3) - 0.3) < 0.05 and abs(frame_correlation(0.0)) < 0.05
+    out = tmp_path / "share"
+    assert main(["generate", f"prompt={PROMPT}", *video_args(ckpts, "prior", "temporal_decoder"), "num=1",
+                 f"out={out}", "temporal_decoder.frame_noise_share=0.9"]) == 0
+    record = json.loads((out / "generate.json").read_text())
+    assert record["stages"][1]["effective_settings"]["frame_noise_share"] == 0.9
+
+
 def test_text_to_image_chain_with_a_pipeline_file(ckpts, tmp_path):
     pipeline = tmp_path / "images.yaml"
     pipeline.write_text("description: tiny text to image\n" + "".join(
@@ -192,6 +218,9 @@ def test_bad_input_is_one_line_before_sampling(ckpts, tmp_path, capsys, monkeypa
     _fails(capsys, ["prompt=x", *ok, "sr_high.shared_noise=true"], "does not apply to the sr_high stage")
     _fails(capsys, ["prompt=x", *ok, "temporal_decoder.strength=0.5"], "does not apply to the temporal_decoder")
     _fails(capsys, ["prompt=x", *ok, "interpolation.strength=0"], "'interpolation.strength' must lie in (0, 1]")
+    _fails(capsys, ["prompt=x", *ok, "prior.frame_noise_share=0.5"], "does not apply to the prior stage")
+    _fails(capsys, ["prompt=x", *ok, "temporal_decoder.frame_noise_share=1"],
+           "'temporal_decoder.frame_noise_share' must lie in [0, 1)")
     _fails(capsys, ["prompt=x", "temporal_decoder=none"], "no stage to run")
     _fails(capsys, [f"temporal_decoder={ckpts['temporal_decoder']}"], "give prior= with a prompt")
     _fails(capsys, ["prompt=x", f"image={tmp_path / 'none.png'}", *ok], "cannot read image")
