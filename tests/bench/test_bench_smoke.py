@@ -81,3 +81,20 @@ def test_video_benchmark_tiny(tmp_path: Path) -> None:
     report = format_video_report(result)
     assert "target: 1 worker / plain >= 0.9" in report
     assert "scaling" not in report  # no 2-worker run
+
+
+def test_image_data_benchmark_tiny(tmp_path: Path) -> None:
+    from bench.bench_image_data import format_image_report, run_image_benchmark
+    from datamodules.demo import write_image_shards
+    from mav_train.config.load import load_config
+
+    write_image_shards(tmp_path, num_samples=24, samples_per_shard=8, resolution=32, seed=3)
+    cfg = load_config("demo/clip", [f"data.shards={tmp_path}/{{00000..00002}}.tar", "data.num_workers=0",
+                                    "data.batch_size=4", "data.epoch_samples=12", "data.shuffle_buffer=6",
+                                    "data.memory_cache_mb=8"])
+    result = run_image_benchmark(cfg, epochs=2)
+    assert result.shards == 3 and result.same_batches
+    assert list(result.rates) == ["webdataset", "datamodule", "datamodule + cache 8 MB"]
+    assert all(len(rates) == 2 and min(rates) > 0 for rates in result.rates.values())
+    report = format_image_report(result)
+    assert "the same batches" in report and "/ webdataset" in report
