@@ -95,14 +95,17 @@ class ShardCache:
         if cached is not None:
             yield from cached
             return
-        outcomes, size = [], 0
+        outcomes: list[Outcome] | None = []
+        size = 0
         for sample in samples:  # an abandoned or failing read never reaches the end: nothing kept
             outcome = decode_outcome(decoder, sample, rng)
-            outcomes.append(outcome)
-            size += outcome.nbytes()
+            if outcomes is not None:
+                size += outcome.nbytes()
+                if self.used + size <= self.budget:
+                    outcomes.append(outcome)
+                else:  # this shard cannot be kept: stop holding what was decoded of it
+                    outcomes, self.full = None, True
             yield outcome
-        if self.used + size <= self.budget:
+        if outcomes is not None:
             self._shards[key] = tuple(outcomes)
             self.used += size
-        else:
-            self.full = True

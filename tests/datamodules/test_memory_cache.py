@@ -80,6 +80,22 @@ def test_later_epochs_read_no_tar(mixed_shards: Path) -> None:
     assert [tuple(batch["key"]) for batch in loader] == expected
 
 
+def test_a_persistent_loader_worker_keeps_its_cache_across_epochs(mixed_shards: Path) -> None:
+    # With loader workers the cache lives in each (persistent) worker process: the second epoch must come from
+    # memory there too, with the batches the plain reader gives.
+    reference = module(mixed_shards).train_dataloader()
+    epochs_ = [list(reference) for _ in range(2)]
+    expected = [[tuple(batch["key"]) for batch in epoch] for epoch in epochs_]
+    loader = module(mixed_shards, memory_cache_mb=16, num_workers=1).train_dataloader()
+    assert [tuple(batch["key"]) for batch in loader] == expected[0]
+    for tar in (mixed_shards / "00000.tar", mixed_shards / "00001.tar"):  # a tar read would now fail
+        tar.write_bytes(tar.read_bytes()[:100])
+    batches = list(loader)
+    assert [tuple(batch["key"]) for batch in batches] == expected[1]
+    # the same counts as the plain reader: the truncated tars were never opened again, only the corrupt one
+    assert batches[-1]["skips"] == epochs_[1][-1]["skips"]
+
+
 def test_a_budget_too_small_reads_the_tars_and_gives_the_same_batches(mixed_shards: Path) -> None:
     plain_keys, plain_images, _ = epochs(module(mixed_shards), 3)
     loader = module(mixed_shards, memory_cache_mb=0.025).train_dataloader()  # ~17 + 21 kB shards: one fits
