@@ -22,6 +22,7 @@ from datamodules.skips import SkipTally
 from mav_train.components.clip_source import CLIP_FINGERPRINT_KEY, build_frozen_clip
 from mav_train.components.param_groups import lr_scale_groups
 from mav_train.config.load import config_from_container
+from mav_train.config.validate import SELF_CONDITIONED
 from mav_train.diffusion import GaussianDiffusion
 from mav_train.diffusion.guidance import DropModelFn
 from mav_train.diffusion.samplers import NoiseFn
@@ -176,6 +177,11 @@ class DiffusionComponent(TrainableComponent):
         super().__init__(cfg, clip)
         cfg = self.cfg
         self.diffusion = GaussianDiffusion(cfg.diffusion)
+        if cfg.diffusion.self_condition and (cfg.component not in SELF_CONDITIONED
+                                             or cfg.unet.extra_in_channels != cfg.unet.out_channels):
+            raise ValueError(f"diffusion.self_condition needs component {' or '.join(SELF_CONDITIONED)} and "
+                             f"unet.extra_in_channels = unet.out_channels ({cfg.unet.out_channels}); got "
+                             f"{cfg.component} with {cfg.unet.extra_in_channels}")
         self.network = self.build_network()
         self.ema_network: UNet | None = None
         if cfg.ema.enabled:
@@ -221,8 +227,24 @@ class DiffusionComponent(TrainableComponent):
         noise = self.diffusion.noise(tuple(x0.shape), device=x0.device, dtype=x0.dtype, generator=generator)
         x_t = self.diffusion.q_sample(x0, t, noise)
         drops = self.condition_dropout(cond, b) if dropout else self._no_drop(cond, b)
-        out = self.network(self.network_input(x_t, cond.extra), t, **cond.network_kwargs(), **drops)
+        kwargs = cond.network_kwargs()
+        if self.cfg.diffusion.self_condition:
+            kwargs["extra"] = self.self_condition_estimate(x_t, t, kwargs, drops, generator)
+        out = self.network(self.network_input(x_t, cond.extra), t, **kwargs, **drops)
         return self.diffusion.loss(out, x0, noise, t)
+
+    def self_condition_estimate(self, x_t: Tensor, t: Tensor, kwargs: dict, drops: dict,
+                                generator: torch.Generator | None) -> Tensor:
+        """The x0 estimate a self-conditioned training step feeds the network: zeros, or with probability 1/2 (one
+        draw per batch) the network's own clamped x0 prediction from zeros, made without gradient."""
+        estimate = torch.zeros_like(x_t)
+        coin = torch.rand((), generator=generator, device=generator.device if generator is not None else "cpu")
+        if coin < 0.5:
+            with torch.no_grad():
+                first = self.network(self.network_input(x_t, kwargs["extra"]), t, **{**kwargs, "extra": estimate},
+                                     **drops)
+                estimate = self.diffusion.predict_x0(x_t, t, first).clamp(-1.0, 1.0)
+        return estimate
 
     def network_input(self, x_t: Tensor, extra: Tensor | None) -> Tensor:
         """What the network reads for the noisy ``x_t`` (hook: a residual ↑F reads it on top of the cross-fade)."""
@@ -316,13 +338,23 @@ class DiffusionComponent(TrainableComponent):
             noise = self.diffusion.noise(tuple(shape), device=self.device, generator=generator)
         if noise_fn is None:
             noise_fn = self.fresh_noise_fn(len(shape), generator)
-        model_fn = self.diffusion.guided_batched(self.network_fn(net, cond, shape[0]), scale)
+        if not self.cfg.diffusion.self_condition:
+            model_fn = self.diffusion.guided_batched(self.network_fn(net, cond, shape[0]), scale)
+        else:  # each step reads the x0 estimate of the step before (zeros at the first), as the guided output gives it
+            last = {"x0": torch.zeros_like(noise)}
+            guided = self.diffusion.guided_batched(self.network_fn(net, cond, shape[0], estimate=last), scale)
+
+            def model_fn(x_t: Tensor, t: Tensor) -> Tensor:
+                out = guided(x_t, t)
+                last["x0"] = self.diffusion.predict_x0(x_t, t, out).clamp(-1.0, 1.0)
+                return out
         return self.diffusion.sample(model_fn, noise, steps=steps, generator=generator, noise_fn=noise_fn,
                                      sampler=sampler, clip_offset=clip_offset)
 
-    def network_fn(self, net: torch.nn.Module, cond: Conditions, b: int) -> DropModelFn:
+    def network_fn(self, net: torch.nn.Module, cond: Conditions, b: int, estimate: dict | None = None) -> DropModelFn:
         """``fn(x_t, t, drop)`` for batched classifier-free guidance (``batched_guided_model_fn``): ``net`` on the
-        ``b`` rows of ``cond``, tiled to the rows of ``x_t``; ``drop`` rows drop the image embedding and the text."""
+        ``b`` rows of ``cond``, tiled to the rows of ``x_t``; ``drop`` rows drop the image embedding and the text.
+        With ``estimate`` (self-conditioning), ``estimate["x0"]`` (``b ...``) is the extra input of every pass."""
         kwargs = cond.network_kwargs()
         drop_text = torch.full((b,), cond.always_drop_text or kwargs["text_states"] is None, device=self.device)
 
@@ -331,6 +363,8 @@ class DiffusionComponent(TrainableComponent):
             reps = x_t.shape[0] // b
             tiled = {k: (repeat(v, "b ... -> (r b) ...", r=reps) if isinstance(v, Tensor) else v)
                      for k, v in kwargs.items()}
+            if estimate is not None:
+                tiled["extra"] = repeat(estimate["x0"], "b ... -> (r b) ...", r=reps)
             return net(x_t, t, **tiled, drop_image=drop, drop_text=drop | drop_text.repeat(reps))
 
         return fn

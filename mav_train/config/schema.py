@@ -103,6 +103,11 @@ class DiffusionConfig:
     # (the mixed noise prior of PYoCo, Ge et al. 2023: eps_f = sqrt(s) eps_clip + sqrt(1 - s) eps_f), in training
     # and in sampling alike; 0 = independent frames. In [0, 1).
     frame_noise_share: float = 0.0
+    # Self-conditioning (Chen et al. 2022, "Analog Bits"): the network also reads its own previous estimate of x0 as
+    # unet.out_channels extra input channels (the first of unet.extra_in_channels). In training, half of the steps
+    # first predict x0 with a zero estimate (no gradient) and feed that back; in sampling each step gets the last
+    # step's estimate. Implemented for the decoder and the temporal decoder.
+    self_condition: bool = False
     # Sampling defaults (overridable per call).
     sampler: str = "ddim"  # ddim | ddpm | dpmpp (DPM-Solver++ 2M, deterministic)
     sample_steps: int = 50
