@@ -22,7 +22,7 @@ from datamodules.skips import SkipTally
 from mav_train.components.clip_source import CLIP_FINGERPRINT_KEY, build_frozen_clip
 from mav_train.components.param_groups import lr_scale_groups
 from mav_train.config.load import config_from_container
-from mav_train.config.validate import SELF_CONDITIONED
+from mav_train.config.validate import self_condition_problem
 from mav_train.diffusion import GaussianDiffusion
 from mav_train.diffusion.guidance import DropModelFn
 from mav_train.diffusion.samplers import NoiseFn
@@ -177,11 +177,9 @@ class DiffusionComponent(TrainableComponent):
         super().__init__(cfg, clip)
         cfg = self.cfg
         self.diffusion = GaussianDiffusion(cfg.diffusion)
-        if cfg.diffusion.self_condition and (cfg.component not in SELF_CONDITIONED
-                                             or cfg.unet.extra_in_channels != cfg.unet.out_channels):
-            raise ValueError(f"diffusion.self_condition needs component {' or '.join(SELF_CONDITIONED)} and "
-                             f"unet.extra_in_channels = unet.out_channels ({cfg.unet.out_channels}); got "
-                             f"{cfg.component} with {cfg.unet.extra_in_channels}")
+        problem = self_condition_problem(cfg)  # also checked at load; here for configs built in code
+        if problem:
+            raise ValueError(problem)
         self.network = self.build_network()
         self.ema_network: UNet | None = None
         if cfg.ema.enabled:

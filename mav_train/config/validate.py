@@ -31,6 +31,20 @@ CHOICES = {
 SELF_CONDITIONED = ("decoder", "temporal_decoder")
 
 
+def self_condition_problem(cfg) -> str | None:
+    """Why ``cfg`` cannot train with ``diffusion.self_condition`` (one line), or None when it can or does not ask."""
+    if not cfg.diffusion.self_condition:
+        return None
+    if cfg.component not in SELF_CONDITIONED:
+        return (f"diffusion.self_condition is implemented for {' and '.join(SELF_CONDITIONED)}, not "
+                f"{cfg.component}: set it false")
+    if cfg.unet.extra_in_channels != cfg.unet.out_channels:
+        return (f"diffusion.self_condition feeds the x0 estimate back as unet.out_channels ({cfg.unet.out_channels}) "
+                f"extra input channels: set unet.extra_in_channels={cfg.unet.out_channels} "
+                f"(got {cfg.unet.extra_in_channels})")
+    return None
+
+
 def _get(cfg: DictConfig, dotted: str):
     node = cfg
     for part in dotted.split("."):
@@ -75,14 +89,9 @@ def validate(cfg: DictConfig, components: Iterable[str]) -> None:
         key = "diffusion.noisy_fraction" if not 0.0 <= d.noisy_fraction <= 1.0 else "diffusion.noisy_from"
         raise ConfigError(f"invalid value for '{key}': {_get(cfg, key)} (noisy_fraction lies in [0, 1], "
                           f"noisy_from in [0, 1))")
-    if d.self_condition:
-        if cfg.component not in SELF_CONDITIONED:
-            raise ConfigError(f"diffusion.self_condition is implemented for {' and '.join(SELF_CONDITIONED)}, "
-                              f"not {cfg.component}: set it false")
-        if cfg.unet.extra_in_channels != cfg.unet.out_channels:
-            raise ConfigError(f"diffusion.self_condition feeds the x0 estimate back as unet.out_channels "
-                              f"({cfg.unet.out_channels}) extra input channels: set unet.extra_in_channels="
-                              f"{cfg.unet.out_channels} (got {cfg.unet.extra_in_channels})")
+    problem = self_condition_problem(cfg)
+    if problem:
+        raise ConfigError(problem)
     if cfg.data.memory_cache_mb < 0:
         raise ConfigError(f"invalid value for 'data.memory_cache_mb': {cfg.data.memory_cache_mb} must be >= 0 "
                           "(0 = off)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import lightning as L
 import numpy as np
+import pytest
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -61,10 +62,12 @@ class FreshToyImages(IterableDataset):
             yield {"image": image, "image_emb": code, "caption": [caption_of(s) for s in scenes]}
 
 
-def test_a_small_decoder_learns_backgrounds(tmp_path):
+@pytest.mark.parametrize("variant", [[], ["diffusion.self_condition=true", "unet.extra_in_channels=3"]],
+                         ids=["plain", "self_conditioned"])
+def test_a_small_decoder_learns_backgrounds(tmp_path, variant):
     torch.manual_seed(0)
     steps = 250
-    cfg = load_config("demo/decoder", [*OVERRIDES, f"trainer.max_steps={steps}"])
+    cfg = load_config("demo/decoder", [*OVERRIDES, *variant, f"trainer.max_steps={steps}"])
     module = component_class("decoder")(cfg)
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, default_root_dir=tmp_path, gradient_clip_val=1.0)
