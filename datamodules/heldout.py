@@ -76,7 +76,9 @@ def write_heldout(out_dir: str | Path, num: int = 64, seed: int = 1, kind: str =
         else:
             path = stem.with_suffix(".mp4")
             clip = [np.asarray(draw_scene(scene, resolution, t / fps)) for t in range(frames)]
-            path.write_bytes(encode_mp4(clip, fps))
+            # Full-resolution colour: with yuv420p the colour planes of a 32 px clip are 16 px, and the judge
+            # read shape in 91% of ground-truth frames and identity 93% (64 clips); with yuv444p 100%.
+            path.write_bytes(encode_mp4(clip, fps, pix_fmt="yuv444p"))
         stem.with_suffix(".txt").write_text(caption_of(scene) + "\n")
         paths.append(path)
     return paths
