@@ -11,9 +11,12 @@
 - prior: text -> image through the demo prior and the decoder (the `generate` verb's code), on ``--num`` held-out
   prompts whose colour x shape pair the prior never read (its recipe's ``data.holdout_pairs``), judged against
   the prompts; and the cosine between the prior's embedding and the true image's CLIP embedding (median, mean),
-  on those pairs and on ordinary held-out scenes. ``--write-prompts FILE`` writes those prompts for `generate`.
+  on those pairs and on ordinary held-out scenes; and the shape a linear probe of the CLIP's image embeddings
+  (fit on rendered toy images) reads from the prior's embeddings. ``--write-prompts FILE`` writes those prompts
+  for `generate`.
 - temporal_decoder: videos conditioned on the first frame of held-out clips at fps 4, 8, 16 and 30; per-frame
-  background and colour, identity consistency, and the mean per-frame displacement at each fps.
+  background and colour, identity consistency, and the mean per-frame displacement at each fps; and the same with
+  one noise draw shared by every frame (``same_noise``): the motion the temporal layers make by themselves.
 - sr_low / sr_high: held-out images at the SR net's output size, downsampled (antialiased) to its input size and
   super-resolved at several sampling noise levels; beside bicubic upsampling of the same inputs: PSNR against
   the true high-res image, low-res consistency (the output downsampled back vs the input), edge sharpness (see
@@ -40,6 +43,8 @@ import torch
 from datamodules.heldout import heldout_clips, heldout_images, heldout_pair_images
 from mav_train.components.registry import load_component
 from mav_train.evaluation.clip_zero_shot import toy_zero_shot
+from mav_train.evaluation.embedding_probe import AttributeProbe, fit_probe
+from mav_train.evaluation.learned_motion import frame_change, same_noise_sample
 from mav_train.evaluation.super_res import sr_measures
 from mav_train.evaluation.toy_judge import score_images, score_videos
 
@@ -82,19 +87,26 @@ def judge_decoder(module, num: int, seed: int = 0, batch: int = 32) -> dict:
 
 
 @torch.no_grad()
-def prior_cosines(prior, images: torch.Tensor, captions: list[str], seed: int = 0, batch: int = 64) -> dict:
-    """cos(prior's embedding for the caption, CLIP embedding of the true image): median and mean; and the CLIP's
-    zero-shot reading of the predicted embeddings (caption vs one-attribute variants), as of the true images."""
+def prior_cosines(prior, images: torch.Tensor, captions: list[str], seed: int = 0, batch: int = 64,
+                  probe: AttributeProbe | None = None) -> dict:
+    """cos(prior's embedding for the caption, CLIP embedding of the true image): median and mean; the CLIP's
+    zero-shot reading of the predicted embeddings (caption vs one-attribute variants), as of the true images; and
+    with ``probe``, a linear probe's reading of the shape from the predicted and the true images' embeddings."""
     from mav_train.components.prior import cosine
     from mav_train.evaluation.clip_zero_shot import embedding_zero_shot
 
     generator = torch.Generator().manual_seed(seed)
     pred = torch.cat([prior.generate(captions[s:s + batch], generator=generator)
                       for s in range(0, len(captions), batch)])
-    cos = cosine(pred, prior.clip.encode_image(images))
-    return {"cos_median": float(cos.median()), "cos_mean": float(cos.mean()), "cos_min": float(cos.min()),
-            "zero_shot_pred": embedding_zero_shot(prior.clip, pred, captions),
-            "zero_shot_true_image": toy_zero_shot(prior.clip, images, captions)}
+    true = prior.clip.encode_image(images)
+    cos = cosine(pred, true)
+    out = {"cos_median": float(cos.median()), "cos_mean": float(cos.mean()), "cos_min": float(cos.min()),
+           "zero_shot_pred": embedding_zero_shot(prior.clip, pred, captions),
+           "zero_shot_true_image": toy_zero_shot(prior.clip, images, captions)}
+    if probe is not None:
+        out["shape_probe"] = {"pred": probe.accuracy(pred, captions), "true_image": probe.accuracy(true, captions),
+                              "probe_held_out": probe.held_out_accuracy}
+    return out
 
 
 @torch.no_grad()
@@ -107,17 +119,23 @@ def judge_prior(prior, decoder, num: int, seed: int = 0, batch: int = 32) -> dic
     samples = torch.cat([generate_images(prior, decoder, captions[s:s + batch], seed=seed + s)[0]
                          for s in range(0, num, batch)])
     seen_images, seen_captions = heldout_images(num, seed=1, resolution=decoder.cfg.data.resolution)
+    probe = fit_probe(prior.clip, "shape", resolution=decoder.cfg.data.resolution)
     return {"heldout_pairs": pairs, "judge": score_images(samples, captions).as_dict(),
-            "unseen_pairs": prior_cosines(prior, images, captions, seed),
-            "any_pairs": prior_cosines(prior, seen_images, seen_captions, seed)}
+            "unseen_pairs": prior_cosines(prior, images, captions, seed, probe=probe),
+            "any_pairs": prior_cosines(prior, seen_images, seen_captions, seed, probe=probe)}
 
 
 @torch.no_grad()
-def judge_temporal_decoder(module, num: int, seed: int = 0, batch: int = 16, guidance: float | None = None) -> dict:
+def judge_temporal_decoder(module, num: int, seed: int = 0, batch: int = 16, guidance: float | None = None,
+                           same_noise_num: int = 16) -> dict:
     """Videos conditioned on held-out clips' first frames at several fps (guidance: the recipe's by default);
-    judged per fps."""
+    judged per fps. Also, on the first ``same_noise_num`` clips, the same videos sampled with one noise draw for
+    every frame (x_T and each stochastic step): frames can then differ only by what the temporal layers make of
+    frame position and fps, so ``same_noise`` shows the motion D^t has learned, apart from what independent noise
+    adds (``displacement_px``, and ``frame_change``: mean absolute change between consecutive frames, 0-255)."""
     cfg = module.cfg
     clips, captions = heldout_clips(num, seed=1, resolution=cfg.data.resolution, frames=cfg.data.num_frames)
+    same = min(num, same_noise_num)
     out = {}
     for fps in FPS_LEVELS:
         generator = torch.Generator().manual_seed(seed)
@@ -127,6 +145,13 @@ def judge_temporal_decoder(module, num: int, seed: int = 0, batch: int = 16, gui
             samples.append(module.sample(module.video_conditions(first, fps), module.sample_shape(first.shape[0]),
                                          generator=generator, guidance_scale=guidance))
         out[f"fps{fps}"] = score_videos(torch.cat(samples), captions).as_dict()
+        if same > 0:
+            generator = torch.Generator().manual_seed(seed)
+            firsts = [clips[s:min(s + batch, same), :, 0] for s in range(0, same, batch)]
+            videos = torch.cat([same_noise_sample(module, module.video_conditions(first, fps), first.shape[0],
+                                                  generator, guidance) for first in firsts])
+            out[f"fps{fps}"]["same_noise"] = {**score_videos(videos, captions[:same]).as_dict(),
+                                              "frame_change": frame_change(videos)}
     return out
 
 
@@ -267,9 +292,10 @@ def main(argv: list[str] | None = None) -> int:
             _, prompts = heldout_pair_images(args.num, pairs, seed=1)
             args.write_prompts.write_text("\n".join(prompts) + "\n")
         if decoder is None:  # the prior alone: its embeddings against the true images'
-            unseen = prior_cosines(prior, *heldout_pair_images(args.num, pairs, seed=1))
+            probe = fit_probe(prior.clip, "shape")
+            unseen = prior_cosines(prior, *heldout_pair_images(args.num, pairs, seed=1), probe=probe)
             report["prior"] = {"heldout_pairs": pairs, "unseen_pairs": unseen,
-                               "any_pairs": prior_cosines(prior, *heldout_images(args.num, seed=1))}
+                               "any_pairs": prior_cosines(prior, *heldout_images(args.num, seed=1), probe=probe)}
             print("prior cos(pred, true image), unseen pairs:", _fmt(unseen), "| any pairs:",
                   _fmt(report["prior"]["any_pairs"]))
             print("CLIP zero-shot reading of the prior's embeddings, unseen pairs:", _fmt(unseen["zero_shot_pred"]),
@@ -279,11 +305,16 @@ def main(argv: list[str] | None = None) -> int:
             print("prior -> decoder on unseen pairs:", _fmt(report["prior"]["judge"]))
             print("prior cos(pred, true image), unseen pairs:", _fmt(report["prior"]["unseen_pairs"]),
                   "| any pairs:", _fmt(report["prior"]["any_pairs"]))
+        for name in ("unseen_pairs", "any_pairs"):
+            print(f"shape read by a linear probe of the CLIP's image embeddings, {name}:",
+                  _fmt(report["prior"][name]["shape_probe"]))
     if temporal_path:
         report["temporal_decoder"] = judge_temporal_decoder(load_component(temporal_path), args.num,
                                                             guidance=args.guidance)
         for fps, scores in report["temporal_decoder"].items():
             print(f"temporal_decoder {fps}:", _fmt(scores))
+            if "same_noise" in scores:
+                print(f"temporal_decoder {fps}, one noise draw for every frame:", _fmt(scores["same_noise"]))
     for name, path in (("sr_low", sr_low_path), ("sr_high", sr_high_path)):
         if path:
             report[name] = judge_super_res(load_component(path), args.num, levels=tuple(args.sr_levels))

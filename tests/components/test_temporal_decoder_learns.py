@@ -20,6 +20,7 @@ from datamodules.toy_world import COLORS, Scene, draw_scene
 from mav_train.components.base import Conditions
 from mav_train.components.registry import component_class
 from mav_train.config.load import load_config
+from mav_train.evaluation.learned_motion import frame_change, same_noise_sample
 from mav_train.evaluation.toy_judge import to_uint8
 from mav_train.evaluation.toy_reader import read_image
 
@@ -94,3 +95,32 @@ def test_a_small_temporal_decoder_learns_to_move_the_shape(tmp_path):
     moved, monotone = travel(samples)
     # Without working temporal layers every frame is the same draw: travel ~0 px, 1 clip in 24 monotone by chance.
     assert np.nanmean(moved) > 3.5 and monotone >= 0.6, (moved, monotone)
+
+    # Sampled with one noise draw for every frame, frames differ only by what the temporal layers learned: the
+    # square still travels right (bench_quality's same_noise reading of D^t rests on this).
+    with torch.no_grad():
+        same = same_noise_sample(module, Conditions(image_emb=codes, fps=module.fps_tensor(FPS, 16),
+                                                    always_drop_text=True), 16, torch.Generator().manual_seed(0))
+    moved_same, monotone_same = travel(same)
+    assert np.nanmean(moved_same) > 3.5 and monotone_same >= 0.6, (moved_same, monotone_same)
+
+
+def test_an_untrained_temporal_decoder_repeats_one_frame_under_one_noise_draw():
+    """With its temporal layers at their identity initialisation, D^t sampled with the same noise in every frame
+    returns one picture repeated (and with independent noise it does not). The spatial network gets random
+    weights where a fresh one has zeros, so that it draws something frame by frame."""
+    torch.manual_seed(0)
+    module = component_class("temporal_decoder")(
+        load_config("demo/temporal_decoder", [*OVERRIDES, "diffusion.sample_steps=3"])).eval()
+    with torch.no_grad():
+        for name, param in module.network.named_parameters():
+            if not module.network.is_temporal_parameter(name) and param.ndim > 1 and not param.any():
+                param.normal_(0.0, 0.05)  # the zero-initialised output and residual convolutions
+    module.reset_ema()
+    _, codes = render([random_clip_scene(np.random.default_rng(1)) for _ in range(2)])
+    cond = Conditions(image_emb=codes, fps=module.fps_tensor(FPS, 2), always_drop_text=True)
+    with torch.no_grad():
+        same = same_noise_sample(module, cond, 2, torch.Generator().manual_seed(0))
+        independent = module.sample(cond, module.sample_shape(2), generator=torch.Generator().manual_seed(0))
+    assert frame_change(same) < 1e-3, frame_change(same)
+    assert frame_change(independent) > 1.0, frame_change(independent)
