@@ -51,6 +51,10 @@ class UNetConfig:
     # a zero-initialised projection (our choice). Without it the fps reaches the temporal layers only through the
     # spatial layers' scale/shift, the same for every frame, and D^t's motion hardly depends on it.
     temporal_attn_emb: bool = False
+    # Video: the fps embedding goes to the temporal attention only (needs temporal_attn_emb), not into the spatial
+    # layers' scale/shift. Those treat every frame alike, so through them the fps can only change how each frame is
+    # drawn (a D^t trained on fast clips learns to blur the shape there), never how the frames differ.
+    fps_temporal_only: bool = False
     # Super-resolution: embed the noise-augmentation level of the low-res input (a timestep in [0, T)) and add it
     # to the timestep embedding (Imagen's noise-conditioning augmentation).
     aug_level_cond: bool = False

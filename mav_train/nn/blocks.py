@@ -94,11 +94,14 @@ class UNetBlock(nn.Module):
         self.attn = attn
 
     def forward(
-        self, x: Tensor, emb: Tensor, context: Tensor | None = None, context_mask: Tensor | None = None
+        self, x: Tensor, emb: Tensor, context: Tensor | None = None, context_mask: Tensor | None = None,
+        temporal_emb: Tensor | None = None,
     ) -> Tensor:
-        """``x``: ``b c h w`` or ``b c t h w``; emb ``(b, time_dim)``; context ``(b, m, d)``, mask ``(b, m)``.
+        """``x``: ``b c h w`` or ``b c t h w``; emb ``(b, time_dim)``; context ``(b, m, d)``, mask ``(b, m)``;
+        ``temporal_emb`` ``(b, time_dim)``: what the temporal attention reads instead of ``emb`` (when given).
 
         Returns x's layout with the block's output channels.
         """
         x = self.res(x, emb)
-        return x if self.attn is None else self.attn(x, context, context_mask, emb)
+        return x if self.attn is None else self.attn(x, context, context_mask,
+                                                       emb if temporal_emb is None else temporal_emb)

@@ -74,6 +74,8 @@ def validate_unet_config(cfg: UNetConfig) -> None:
         raise ValueError("unet.fps_cond requires unet.temporal=True")
     if cfg.temporal_attn_emb and not cfg.temporal:
         raise ValueError("unet.temporal_attn_emb requires unet.temporal=True")
+    if cfg.fps_temporal_only and not (cfg.fps_cond and cfg.temporal_attn_emb):
+        raise ValueError("unet.fps_temporal_only requires unet.fps_cond=True and unet.temporal_attn_emb=True")
 
 
 class UNet(nn.Module):
@@ -225,12 +227,20 @@ class UNet(nn.Module):
         """
         self._check_inputs(x, extra)
         batch = x.shape[0]
-        emb = self._time_embedding(t, fps, x.ndim, batch) + self._aug_embedding(aug_level, batch)
+        if t.shape != (batch,):
+            raise ValueError(f"t must have shape ({batch},), got {tuple(t.shape)}")
+        fps_add = self._fps_embedding(fps, x.ndim, batch)
+        only_temporal = self.cfg.fps_temporal_only
+        emb = self.time_embed(t) if only_temporal else self.time_embed(t) + fps_add
+        emb = emb + self._aug_embedding(aug_level, batch)
         time_add, context, context_mask = self.cond(
             batch, image_emb, drop_image, text_states, text_mask, drop_text
         )
         if time_add is not None:
             emb = emb + time_add
+        # The temporal attention's embedding (unet.temporal_attn_emb) always carries the fps; the spatial layers'
+        # does unless unet.fps_temporal_only.
+        temporal_emb = emb + fps_add if only_temporal else emb
         h = self._patchify(x if extra is None else torch.cat([x, extra.to(x.dtype)], dim=1))
         h = self.input_conv(h)
         skips = [h]
@@ -238,16 +248,16 @@ class UNet(nn.Module):
             h = (
                 self._run(block, h)
                 if isinstance(block, Downsample)
-                else self._run(block, h, emb, context, context_mask)
+                else self._run(block, h, emb, context, context_mask, temporal_emb)
             )
             skips.append(h)
         for block in self.middle:
-            h = self._run(block, h, emb, context, context_mask)
+            h = self._run(block, h, emb, context, context_mask, temporal_emb)
         for block in self.up:
             if isinstance(block, Upsample):
                 h = self._run(block, h)
             else:
-                h = self._run(block, torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)
+                h = self._run(block, torch.cat([h, skips.pop()], dim=1), emb, context, context_mask, temporal_emb)
         return self._unpatchify(self.out_conv(F.silu(self.out_norm(h))))
 
     def _patchify(self, x: Tensor) -> Tensor:
@@ -263,19 +273,16 @@ class UNet(nn.Module):
             return checkpoint(block, *args, use_reentrant=False)
         return block(*args)
 
-    def _time_embedding(self, t: Tensor, fps: Tensor | None, ndim: int, batch: int) -> Tensor:
-        if t.shape != (batch,):
-            raise ValueError(f"t must have shape ({batch},), got {tuple(t.shape)}")
-        emb = self.time_embed(t)
+    def _fps_embedding(self, fps: Tensor | None, ndim: int, batch: int) -> Tensor | float:
         if fps is None:
             if self.fps_embed is not None and ndim == 5:
                 raise ValueError("fps (b,) is required for video input when unet.fps_cond is True")
-            return emb
+            return 0.0
         if self.fps_embed is None:
             raise ValueError("fps was given but the UNet was built with fps_cond=False")
         if fps.shape != (batch,):
             raise ValueError(f"fps must have shape ({batch},), got {tuple(fps.shape)}")
-        return emb + self.fps_embed(fps)
+        return self.fps_embed(fps)
 
     def _aug_embedding(self, aug_level: Tensor | None, batch: int) -> Tensor | float:
         if self.aug_embed is None:

@@ -70,6 +70,8 @@ def test_video_shapes(overrides: dict) -> None:
         ({"temporal": True, "temporal_kernel": 2}, "temporal_kernel must be odd, got 2"),
         ({"fps_cond": True}, "fps_cond requires unet.temporal=True"),
         ({"temporal_attn_emb": True}, "temporal_attn_emb requires unet.temporal=True"),
+        ({"temporal": True, "fps_cond": True, "fps_temporal_only": True},
+         "fps_temporal_only requires unet.fps_cond=True and unet.temporal_attn_emb=True"),
         ({"max_frames": 0}, "max_frames must be >= 1, got 0"),
         ({"patch_size": 0}, "patch_size must be >= 1, got 0"),
     ],
@@ -317,3 +319,26 @@ def test_temporal_attn_emb_starts_at_zero_and_brings_the_fps_to_the_temporal_att
     before = fps_effect()
     perturb(net, seed=6, skip=frozenset(n for n, _ in net.named_parameters() if "emb_proj" not in n))
     assert not torch.allclose(fps_effect(), before, atol=1e-5)
+
+
+def test_fps_temporal_only_keeps_the_fps_out_of_the_spatial_layers() -> None:
+    """unet.fps_temporal_only: with the temporal layers still at their identity the fps changes nothing (the
+    spatial layers never see it, where by default they do); once the temporal attention reads its embedding, the
+    fps changes the output through it."""
+    torch.manual_seed(0)
+    x, image = torch.randn(1, 3, 4, 8, 8), torch.randn(1, 12)
+
+    def fps_effect(net: UNet) -> torch.Tensor:
+        slow, fast = (net(x, T[:1], image_emb=image, fps=torch.tensor([f])) for f in (4.0, 30.0))
+        return (slow - fast).abs().max()
+
+    default = UNet(tiny_config(temporal=True, fps_cond=True, temporal_attn_emb=True))
+    only = UNet(tiny_config(temporal=True, fps_cond=True, temporal_attn_emb=True, fps_temporal_only=True))
+    temporal = frozenset(default.temporal_parameter_names()) - {n for n in default.temporal_parameter_names()
+                                                                if n.startswith("fps_embed.")}
+    perturb(default, seed=3, skip=temporal)  # spatial layers and the fps embedding random, temporal at identity
+    only.load_state_dict(default.state_dict())
+    assert fps_effect(default) > 1e-4
+    assert fps_effect(only) == 0.0
+    perturb(only, seed=4, skip=frozenset(n for n, _ in only.named_parameters() if "temporal" not in n))
+    assert fps_effect(only) > 1e-4
