@@ -8,13 +8,13 @@ tower, which the prior was trained to agree with; the probe asks it through imag
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from datamodules.toy_world import COLORS, SHAPES, draw_scene, parse_caption, random_scene
+from datamodules.toy_world import COLORS, SHAPES, caption_of, draw_scene, parse_caption, random_scene
 from mav_train.nn.encoders import FrozenCLIP
 
 CLASSES = {"shape": SHAPES, "color": tuple(name for name, _ in COLORS)}
@@ -35,9 +35,7 @@ class AttributeProbe:
     @torch.no_grad()
     def accuracy(self, embeddings: torch.Tensor, captions: list[str]) -> float:
         """Share of ``embeddings`` (``b d``) whose predicted class is the one their caption names."""
-        labels = torch.tensor([CLASSES[self.attribute].index(getattr(parse_caption(c), self.attribute))
-                               for c in captions])
-        return float((self._logits(embeddings).argmax(1) == labels).float().mean())
+        return float((self._logits(embeddings).argmax(1) == _labels(self.attribute, captions)).float().mean())
 
     def _logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         return (F.normalize(embeddings.float(), dim=-1) - self.mean) / self.std @ self.weight + self.bias
@@ -50,27 +48,32 @@ def fit_probe(clip: FrozenCLIP, attribute: str = "shape", num: int = 8192, seed:
         raise ValueError(f"probe attribute must be one of {sorted(CLASSES)}, got {attribute!r}")
     rng = np.random.default_rng(seed)
     scenes = [random_scene(rng, moving=False) for _ in range(num)]
+    captions = [caption_of(s) for s in scenes]  # labels come from captions, as in AttributeProbe.accuracy
     images = torch.from_numpy(np.stack([np.asarray(draw_scene(s, resolution)) for s in scenes]))
     images = images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
     with torch.no_grad():
-        x = F.normalize(torch.cat([clip.encode_image(images[i:i + 512]) for i in range(0, num, 512)]).float(), dim=-1)
+        emb = torch.cat([clip.encode_image(images[i:i + 512]) for i in range(0, num, 512)]).float()
     split = num * 3 // 4
-    mean, std = x[:split].mean(0), x[:split].std(0).clamp_min(1e-8)
-    x = (x - mean) / std
-    names = CLASSES[attribute]
-    y = torch.tensor([names.index(s.shape if attribute == "shape" else COLORS[s.color][0]) for s in scenes])
-    weight = torch.zeros(x.shape[1], len(names), requires_grad=True)
-    bias = torch.zeros(len(names), requires_grad=True)
+    unit = F.normalize(emb[:split], dim=-1)
+    mean, std = unit.mean(0), unit.std(0).clamp_min(1e-8)
+    x = (unit - mean) / std
+    y = _labels(attribute, captions[:split])
+    weight = torch.zeros(x.shape[1], len(CLASSES[attribute]), requires_grad=True)
+    bias = torch.zeros(len(CLASSES[attribute]), requires_grad=True)
     optimiser = torch.optim.LBFGS([weight, bias], max_iter=500, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
-        loss = F.cross_entropy(x[:split] @ weight + bias, y[:split]) + l2 * weight.pow(2).sum()
+        loss = F.cross_entropy(x @ weight + bias, y) + l2 * weight.pow(2).sum()
         loss.backward()
         return loss
 
     with torch.enable_grad():
         optimiser.step(closure)
-    weight, bias = weight.detach(), bias.detach()
-    held_out = float(((x[split:] @ weight + bias).argmax(1) == y[split:]).float().mean())
-    return AttributeProbe(attribute, mean, std, weight, bias, held_out)
+    probe = AttributeProbe(attribute, mean, std, weight.detach(), bias.detach(), float("nan"))
+    return replace(probe, held_out_accuracy=probe.accuracy(emb[split:], captions[split:]))
+
+
+def _labels(attribute: str, captions: list[str]) -> torch.Tensor:
+    """Class indices of ``attribute`` as each toy caption names it."""
+    return torch.tensor([CLASSES[attribute].index(getattr(parse_caption(c), attribute)) for c in captions])
