@@ -24,7 +24,8 @@
 - interpolation (↑F): held-out clips rendered at 30 fps, every 5th frame kept, in-betweens generated: PSNR
   against the true frames beside cross-fade and nearest keyframe, the judge's centroid error against the true
   trajectory beside the nearest keyframe; extrapolation and animation: identity consistency and motion of the
-  generated frames beside the true continuation (``mav_train.evaluation.interpolation``).
+  generated frames beside the true continuation (``mav_train.evaluation.interpolation``), and the same on the
+  first 16 clips with one noise draw for every frame of a window (``one_draw``): the motion ↑F makes by itself.
 - temporal_sr_low: held-out clips (30 fps) downsampled and super-resolved by SR_l^t (an independent noise draw per
   frame, and one draw shared by the frames of a clip: ``shared_noise``), beside its SR_l (the
   ``init.checkpoint`` of the run, or ``--sr-low``) applied per frame with independent noise and with shared
@@ -223,14 +224,22 @@ UPF_MODES = ("interpolate", "extrapolate", "animate")
 
 
 @torch.no_grad()
-def judge_interpolation(module, num: int, steps: int | None = None, modes: tuple[str, ...] = UPF_MODES) -> dict:
-    """↑F: interpolation at skip 5 (16 keyframes -> 76 frames at 30 fps), extrapolation, animation (``modes``)."""
+def judge_interpolation(module, num: int, steps: int | None = None, modes: tuple[str, ...] = UPF_MODES,
+                        one_draw_num: int = 16) -> dict:
+    """↑F: interpolation at skip 5 (16 keyframes -> 76 frames at 30 fps), extrapolation, animation (``modes``).
+    Extrapolation and animation are also read on the first ``one_draw_num`` clips with one noise draw for every
+    frame of a window (``one_draw``): what ↑F moves by itself, apart from its frames' noise."""
     from mav_train.evaluation.interpolation import measure_animation, measure_extrapolation, measure_interpolation
 
     context = min(module.cfg.model.masks.max_known, module.window - 1)
+    one = min(num, one_draw_num)
     measures = {"interpolate": lambda: measure_interpolation(module, num, skip=5, keyframes=16, steps=steps),
-                "extrapolate": lambda: measure_extrapolation(module, num, context=context, n=16, steps=steps),
-                "animate": lambda: measure_animation(module, num, n=16, steps=steps)}
+                "extrapolate": lambda: {
+                    **measure_extrapolation(module, num, context=context, n=16, steps=steps),
+                    "one_draw": measure_extrapolation(module, one, context=context, n=16, steps=steps,
+                                                      noise_share=1.0)},
+                "animate": lambda: {**measure_animation(module, num, n=16, steps=steps),
+                                    "one_draw": measure_animation(module, one, n=16, steps=steps, noise_share=1.0)}}
     return {mode: measures[mode]() for mode in modes}
 
 
@@ -344,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
             upf = load_component(interpolation_path)
         report["interpolation"] = judge_interpolation(upf, args.num, args.steps, tuple(args.upf_modes))
         for name, scores in report["interpolation"].items():
-            print(f"interpolation {name}:", scores if isinstance(scores, (str, float)) else _fmt(_flat(scores)))
+            shown = {k: v for k, v in scores.items() if k != "one_draw"}
+            print(f"interpolation {name}:", _fmt(_flat(shown)))
+            if "one_draw" in scores:
+                print(f"interpolation {name}, one noise draw for every frame:", _fmt(_flat(scores["one_draw"])))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
     return 0

@@ -308,15 +308,17 @@ class DiffusionComponent(TrainableComponent):
     def sampling_network(self) -> UNet:
         return self.ema_network if self.ema_network is not None else self.network
 
-    def fresh_noise_fn(self, ndim: int, generator: torch.Generator | None) -> NoiseFn | None:
+    def fresh_noise_fn(self, ndim: int, generator: torch.Generator | None,
+                       share: float | None = None) -> NoiseFn | None:
         """The fresh noise of stochastic sampling steps for tensors of ``ndim`` dimensions: correlated across
-        frames like x_T when ``diffusion.frame_noise_share`` > 0 and the tensor is a video, else None (the sampler
-        then draws plain ``randn`` from ``generator``)."""
-        if self.cfg.diffusion.frame_noise_share <= 0 or ndim != 5:
+        frames like x_T when ``diffusion.frame_noise_share`` (or ``share``, see ``GaussianDiffusion.noise``) > 0
+        and the tensor is a video, else None (the sampler then draws plain ``randn`` from ``generator``)."""
+        if (self.cfg.diffusion.frame_noise_share if share is None else share) <= 0 or ndim != 5:
             return None
 
         def noise_fn(x_t: Tensor) -> Tensor:
-            return self.diffusion.noise(tuple(x_t.shape), device=x_t.device, dtype=x_t.dtype, generator=generator)
+            return self.diffusion.noise(tuple(x_t.shape), device=x_t.device, dtype=x_t.dtype, generator=generator,
+                                        share=share)
         return noise_fn
 
     @torch.no_grad()

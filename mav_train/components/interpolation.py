@@ -112,11 +112,15 @@ class Interpolation(TemporalDecoder):
     # ----- sampling -----------------------------------------------------------------------------------------
     @torch.no_grad()
     def fill(self, video: Tensor, known: Tensor, fps: float | Tensor, *, generator: torch.Generator | None = None,
-             steps: int | None = None, guidance_scale: float | None = None, strength: float | None = None) -> Tensor:
+             steps: int | None = None, guidance_scale: float | None = None, strength: float | None = None,
+             noise_share: float | None = None) -> Tensor:
         """Generate the unknown frames of windows ``b 3 t h w`` (``known`` ``(b, t)`` or ``(t,)`` bool); known
         frames are pasted back unchanged. Guidance contrasts with nothing known and no image embedding.
         ``strength`` (default ``model.sample_strength``) below 1 starts from :func:`known_frame_blend` noised to
-        that fraction of the timesteps instead of from pure noise."""
+        that fraction of the timesteps instead of from pure noise. ``noise_share`` (default
+        ``diffusion.frame_noise_share``) is the share of every frame's noise drawn once per window; 1 gives every
+        frame the same noise, so that frames differ only by what ↑F makes of the known frames and frame position
+        (``bench_quality``'s one-draw reading)."""
         b = video.shape[0]
         known = (known if known.ndim == 2 else repeat(known, "t -> b t", b=b)).to(video.device)
         fps = fps if isinstance(fps, Tensor) else self.fps_tensor(fps, b)
@@ -132,8 +136,8 @@ class Interpolation(TemporalDecoder):
                        drop_text=torch.ones_like(drop))
 
         scale = self.cfg.diffusion.guidance_scale if guidance_scale is None else guidance_scale
-        noise = self.diffusion.noise(tuple(video.shape), device=self.device, generator=generator)
-        noise_fn = self.fresh_noise_fn(video.ndim, generator)
+        noise = self.diffusion.noise(tuple(video.shape), device=self.device, generator=generator, share=noise_share)
+        noise_fn = self.fresh_noise_fn(video.ndim, generator, share=noise_share)
         strength = self.cfg.model.sample_strength if strength is None else strength
         blend = known_frame_blend(video, known)
         if self.cfg.model.residual:
@@ -174,7 +178,8 @@ class Interpolation(TemporalDecoder):
     @torch.no_grad()
     def interpolate(self, video: Tensor, skip: int | None = None, *, fps: float | None = None,
                     generator: torch.Generator | None = None, steps: int | None = None,
-                    guidance_scale: float | None = None, strength: float | None = None) -> Tensor:
+                    guidance_scale: float | None = None, strength: float | None = None,
+                    noise_share: float | None = None) -> Tensor:
         """``video`` ``b 3 t h w`` in [-1, 1] → ``b 3 (t-1)*skip+1 h w``: frame ``i`` of the input is frame
         ``i * skip`` of the output, unchanged; ``skip - 1`` frames are generated between each pair.
 
@@ -198,7 +203,7 @@ class Interpolation(TemporalDecoder):
                 windows[:, i, :, j * skip] = video[:, :, start + j]
         flat = rearrange(windows, "b n c t h w -> (b n) c t h w")
         filled = self.fill(flat, known, self.default_fps() if fps is None else fps, generator=generator,
-                           steps=steps, guidance_scale=guidance_scale, strength=strength)
+                           steps=steps, guidance_scale=guidance_scale, strength=strength, noise_share=noise_share)
         filled = rearrange(filled, "(b n) c t h w -> b n c t h w", b=b)
         span = (per_window - 1) * skip + 1
         out = video.new_zeros(b, 3, (t - 1) * skip + 1, h, w)
@@ -210,7 +215,8 @@ class Interpolation(TemporalDecoder):
     @torch.no_grad()
     def extrapolate(self, video: Tensor, n: int, direction: str = "forward", *, fps: float | None = None,
                     generator: torch.Generator | None = None, steps: int | None = None,
-                    guidance_scale: float | None = None, strength: float | None = None) -> Tensor:
+                    guidance_scale: float | None = None, strength: float | None = None,
+                    noise_share: float | None = None) -> Tensor:
         """``video`` ``b 3 t h w`` → ``b 3 t+n h w``: ``n`` new frames after it (``direction="forward"``) or
         before it (``"backward"``); the given frames come back unchanged. Window by window, each conditioned on
         the last (first) ``min(t, model.masks.max_known)`` frames so far. ``fps``: the video's frame rate."""
@@ -227,12 +233,12 @@ class Interpolation(TemporalDecoder):
             if direction == "forward":
                 window = torch.cat([video[:, :, video.shape[2] - c:], blank], dim=2)
                 out = self.fill(window, forward_mask(self.window, c), fps, generator=generator, steps=steps,
-                                guidance_scale=guidance_scale, strength=strength)
+                                guidance_scale=guidance_scale, strength=strength, noise_share=noise_share)
                 video = torch.cat([video, out[:, :, c:c + new]], dim=2)
             else:
                 window = torch.cat([blank, video[:, :, :c]], dim=2)
                 out = self.fill(window, backward_mask(self.window, c), fps, generator=generator, steps=steps,
-                                guidance_scale=guidance_scale, strength=strength)
+                                guidance_scale=guidance_scale, strength=strength, noise_share=noise_share)
                 video = torch.cat([out[:, :, self.window - c - new:self.window - c], video], dim=2)
             n -= new
         return video
@@ -240,7 +246,7 @@ class Interpolation(TemporalDecoder):
     @torch.no_grad()
     def animate(self, image: Tensor, n: int, *, fps: float | None = None, generator: torch.Generator | None = None,
                 steps: int | None = None, guidance_scale: float | None = None,
-                strength: float | None = None) -> Tensor:
+                strength: float | None = None, noise_share: float | None = None) -> Tensor:
         """``image`` ``b 3 h w`` in [-1, 1] → ``b 3 n h w`` whose frame 0 is the image (unchanged): one window
         with only its first frame known, then forward extrapolation for the rest. ``fps``: the video's rate."""
         _check_count(n, "n")
@@ -249,10 +255,10 @@ class Interpolation(TemporalDecoder):
         window = torch.cat([image[:, :, None], image.new_zeros(*image.shape[:2], self.window - 1, *image.shape[2:])],
                            dim=2)
         video = self.fill(window, animation_mask(self.window), fps, generator=generator, steps=steps,
-                          guidance_scale=guidance_scale, strength=strength)[:, :, :n]
+                          guidance_scale=guidance_scale, strength=strength, noise_share=noise_share)[:, :, :n]
         if n > self.window:
             video = self.extrapolate(video, n - self.window, fps=fps, generator=generator, steps=steps,
-                                     guidance_scale=guidance_scale, strength=strength)
+                                     guidance_scale=guidance_scale, strength=strength, noise_share=noise_share)
         return video
 
 

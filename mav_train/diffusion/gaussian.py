@@ -163,12 +163,22 @@ class GaussianDiffusion(nn.Module):
         return batched_guided_model_fn(fn, self.cfg.guidance_scale if scale is None else scale)
 
     def noise(self, shape: tuple[int, ...], *, generator: torch.Generator | None = None,
-              device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tensor:
+              device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+              share: float | None = None) -> Tensor:
         """Standard normal noise of ``shape``; for a video (``b c t h w``) with ``frame_noise_share`` s > 0, each
         frame's is ``sqrt(s)`` times one draw per clip plus ``sqrt(1 - s)`` times its own (unit variance, frames
-        correlated by s). With s = 0 it is exactly ``torch.randn`` (the same draws from ``generator``)."""
+        correlated by s). With s = 0 it is exactly ``torch.randn`` (the same draws from ``generator``).
+
+        ``share`` replaces ``frame_noise_share`` for this draw, in [0, 1]. A sampling-time reading only: with
+        s = 1 every frame gets the same noise (one ``b c 1 h w`` draw), which training must not use (every frame
+        of every clip would be noised alike; the config keeps s below 1)."""
+        share = self.cfg.frame_noise_share if share is None else float(share)
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"noise share must lie in [0, 1], got {share}")
+        if share == 1.0 and len(shape) == 5:
+            clip = torch.randn((*shape[:2], 1, *shape[3:]), generator=generator, device=device, dtype=dtype)
+            return clip.expand(shape).contiguous()
         z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
-        share = self.cfg.frame_noise_share
         if share > 0 and len(shape) == 5:
             clip = torch.randn((*shape[:2], 1, *shape[3:]), generator=generator, device=device, dtype=dtype)
             z = math.sqrt(1.0 - share) * z + math.sqrt(share) * clip

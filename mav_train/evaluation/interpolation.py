@@ -107,6 +107,10 @@ def measure_interpolation(module, num: int = 16, skip: int = 5, keyframes: int =
     }
 
 
+def _noise_words(share: float | None) -> str:
+    return "" if share is None else f", {share:g} of every frame's noise one draw per window"
+
+
 def _motion_scores(video: Tensor, captions: list[str]) -> dict:
     scores = score_videos(video, captions).as_dict()
     return {k: scores[k] for k in ("identity", "color", "shape", "readable", "displacement_px")}
@@ -114,29 +118,33 @@ def _motion_scores(video: Tensor, captions: list[str]) -> dict:
 
 @torch.no_grad()
 def measure_extrapolation(module, num: int = 16, context: int = 3, n: int = 16, fps: float = 30.0,
-                          seed: int = 0, steps: int | None = None) -> dict:
+                          seed: int = 0, steps: int | None = None, noise_share: float | None = None) -> dict:
     """The first ``context`` frames of held-out clips given, ``n`` more generated forwards; the judge on the
-    generated frames, beside the true continuation."""
+    generated frames, beside the true continuation. ``noise_share=1``: one noise draw for every frame of a window
+    (↑F's ``fill``), so that the frames differ only by what ↑F makes of the given frames."""
     scenes = heldout_scenes(num, seed=1, moving=True)
     truth = render_clips(scenes, context + n, module.cfg.data.resolution, fps)
     generator = torch.Generator().manual_seed(seed)
     out = module.extrapolate(truth[:, :, :context].to(module.device), n, fps=fps, generator=generator,
-                             steps=steps).cpu()
+                             steps=steps, noise_share=noise_share).cpu()
     captions = [caption_of(s) for s in scenes]
-    return {"protocol": f"{num} held-out clips, {context} frames given, {n} generated forwards at {fps:g} fps",
+    return {"protocol": f"{num} held-out clips, {context} frames given, {n} generated forwards at {fps:g} fps"
+                        f"{_noise_words(noise_share)}",
             "generated": _motion_scores(out[:, :, context:], captions),
             "truth": _motion_scores(truth[:, :, context:], captions)}
 
 
 @torch.no_grad()
 def measure_animation(module, num: int = 16, n: int = 16, fps: float = 30.0, seed: int = 0,
-                      steps: int | None = None) -> dict:
+                      steps: int | None = None, noise_share: float | None = None) -> dict:
     """The first frame of held-out clips animated into ``n`` frames; the judge on the generated frames (1..n-1),
-    beside the true clip."""
+    beside the true clip. ``noise_share``: as in :func:`measure_extrapolation`."""
     scenes = heldout_scenes(num, seed=1, moving=True)
     truth = render_clips(scenes, n, module.cfg.data.resolution, fps)
     generator = torch.Generator().manual_seed(seed)
-    out = module.animate(truth[:, :, 0].to(module.device), n, fps=fps, generator=generator, steps=steps).cpu()
+    out = module.animate(truth[:, :, 0].to(module.device), n, fps=fps, generator=generator, steps=steps,
+                         noise_share=noise_share).cpu()
     captions = [caption_of(s) for s in scenes]
-    return {"protocol": f"{num} held-out first frames animated into {n} frames at {fps:g} fps",
+    return {"protocol": f"{num} held-out first frames animated into {n} frames at {fps:g} fps"
+                        f"{_noise_words(noise_share)}",
             "generated": _motion_scores(out[:, :, 1:], captions), "truth": _motion_scores(truth[:, :, 1:], captions)}

@@ -5,6 +5,7 @@ for two reasons: what the temporal layers make of frame position and fps, and th
 frames' noise, which a per-frame network turns into a shape that wanders. Sampled with the same draw in every
 frame (x_T and the fresh noise of every stochastic step), a network whose temporal layers are still the identity
 returns the same frame ``t`` times; any change between frames is what the temporal layers learned.
+``GaussianDiffusion.noise(share=1.0)`` draws that noise; ↑F's ``fill`` takes it as ``noise_share=1.0``.
 """
 
 from __future__ import annotations
@@ -20,12 +21,8 @@ def same_noise_sample(module, cond: Conditions, batch: int, generator: torch.Gen
     """``b c t h w`` videos from a temporal component (``sample_shape``, ``sample``) with every frame's noise one
     draw per clip, drawn from ``generator``."""
     shape = module.sample_shape(batch)
-
-    def shared(size: tuple[int, ...]) -> Tensor:
-        draw = torch.randn((size[0], size[1], 1, *size[3:]), generator=generator, device=generator.device)
-        return draw.expand(size).contiguous().to(module.device)
-
-    return module.sample(cond, shape, noise=shared(shape), noise_fn=lambda x_t: shared(tuple(x_t.shape)),
+    noise = module.diffusion.noise(shape, generator=generator, device=module.device, share=1.0)
+    return module.sample(cond, shape, noise=noise, noise_fn=module.fresh_noise_fn(len(shape), generator, share=1.0),
                          guidance_scale=guidance_scale)
 
 

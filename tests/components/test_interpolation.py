@@ -254,6 +254,30 @@ def test_fill_draws_correlated_frame_noise_like_the_temporal_decoder(strength, m
     assert torch.equal(out[:, :, 0], video[:, :, 0])
 
 
+def test_an_untrained_upf_animates_one_picture_under_one_noise_draw():
+    """At initialisation ↑F is D^t, whose temporal layers are the identity and whose known-frame channels read
+    nothing: with one noise draw for every frame (``noise_share=1``, bench_quality's one-draw reading) the frames
+    it generates are one picture repeated, and with the recipe's independent frame noise they are not. The
+    spatial network gets random weights where a fresh one has zeros, so that it draws something."""
+    module = interpolation_module(["diffusion.ddim_eta=1.0"]).eval()
+    with torch.no_grad():
+        for name, param in module.network.named_parameters():
+            if not module.network.is_temporal_parameter(name) and param.ndim > 1 and not param.any():
+                param.normal_(0.0, 0.05)  # the zero-initialised output and residual convolutions
+    module.reset_ema()
+    image = random_video(b=2)[:, :, 0]
+
+    def generated(**kwargs) -> torch.Tensor:
+        return module.animate(image, 9, steps=3, generator=torch.Generator().manual_seed(0), **kwargs)[:, :, 1:]
+
+    def change(video: torch.Tensor) -> float:
+        return float((video[:, :, 1:] - video[:, :, :-1]).abs().max())
+
+    one_draw = generated(noise_share=1.0)  # a window of 6 frames, then a forward extrapolation window
+    assert change(one_draw[:, :, :FRAMES - 1]) < 1e-5 and change(one_draw[:, :, FRAMES - 1:]) < 1e-5
+    assert change(generated()) > 0.1
+
+
 def test_extrapolate_both_directions_and_animate_keep_the_given_frames():
     module = interpolation_module()
     perturb(module.ema_network, std=0.02, seed=1)

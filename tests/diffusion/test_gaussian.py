@@ -78,6 +78,23 @@ def test_frame_noise_share_correlates_the_frames_of_a_clip():
         _diffusion(frame_noise_share=1.0)
 
 
+def test_a_noise_share_given_at_sampling_overrides_the_config_and_one_gives_every_frame_one_draw():
+    shape = (2, 3, 5, 8, 8)
+    d = _diffusion(frame_noise_share=0.6)
+    one = d.noise(shape, generator=torch.Generator().manual_seed(0), share=1.0)
+    draw = torch.randn((2, 3, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(one, draw.expand(shape))  # every frame the same draw
+    assert torch.equal(d.noise(shape, generator=torch.Generator().manual_seed(0), share=0.0),
+                       torch.randn(shape, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(d.noise(shape, generator=torch.Generator().manual_seed(0), share=None),
+                       d.noise(shape, generator=torch.Generator().manual_seed(0)))
+    image = d.noise((2, 3, 8, 8), generator=torch.Generator().manual_seed(0), share=1.0)  # not a video: plain
+    assert torch.equal(image, torch.randn((2, 3, 8, 8), generator=torch.Generator().manual_seed(0)))
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="noise share must lie in"):
+            d.noise(shape, share=bad)
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])
 def test_q_sample_statistics(schedule):
     d = _diffusion(schedule=schedule)
