@@ -24,8 +24,8 @@
 - interpolation (↑F): held-out clips rendered at 30 fps, every 5th frame kept, in-betweens generated: PSNR
   against the true frames beside cross-fade and nearest keyframe, the judge's centroid error against the true
   trajectory beside the nearest keyframe; extrapolation and animation: identity consistency and motion of the
-  generated frames beside the true continuation (``mav_train.evaluation.interpolation``), and the same on the
-  first 16 clips with one noise draw for every frame of a window (``one_draw``): the motion ↑F makes by itself.
+  generated frames beside the true continuation (``mav_train.evaluation.interpolation``), and the same clips
+  sampled with one noise draw for every frame of a window (``one_draw``): the motion ↑F makes by itself.
 - temporal_sr_low: held-out clips (30 fps) downsampled and super-resolved by SR_l^t (an independent noise draw per
   frame, and one draw shared by the frames of a clip: ``shared_noise``), beside its SR_l (the
   ``init.checkpoint`` of the run, or ``--sr-low``) applied per frame with independent noise and with shared
@@ -225,14 +225,14 @@ UPF_MODES = ("interpolate", "extrapolate", "animate")
 
 @torch.no_grad()
 def judge_interpolation(module, num: int, steps: int | None = None, modes: tuple[str, ...] = UPF_MODES,
-                        one_draw_num: int = 16) -> dict:
+                        one_draw_num: int | None = None) -> dict:
     """↑F: interpolation at skip 5 (16 keyframes -> 76 frames at 30 fps), extrapolation, animation (``modes``).
-    Extrapolation and animation are also read on the first ``one_draw_num`` clips with one noise draw for every
-    frame of a window (``one_draw``): what ↑F moves by itself, apart from its frames' noise."""
+    Extrapolation and animation are also read with one noise draw for every frame of a window (``one_draw``; the
+    same clips, or the first ``one_draw_num``): what ↑F moves by itself, apart from its frames' noise."""
     from mav_train.evaluation.interpolation import measure_animation, measure_extrapolation, measure_interpolation
 
     context = min(module.cfg.model.masks.max_known, module.window - 1)
-    one = min(num, one_draw_num)
+    one = num if one_draw_num is None else min(num, one_draw_num)
     measures = {"interpolate": lambda: measure_interpolation(module, num, skip=5, keyframes=16, steps=steps),
                 "extrapolate": lambda: {
                     **measure_extrapolation(module, num, context=context, n=16, steps=steps),
