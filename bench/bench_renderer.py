@@ -200,7 +200,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     if args.cond.startswith("clip") and not args.clip:
         parser.error("--cond clip needs --clip FILE (the toy CLIP's open_clip weights)")
-    overrides = list(args.overrides) + ([f"clip.pretrained={args.clip}"] if args.clip else [])
+    # This loop does not self-condition (the recipe's network without demo/decoder's estimate channels) and guides
+    # at one scale, as it did when sessions 14-23 measured with it.
+    plain = ["diffusion.self_condition=false", "unet.extra_in_channels=0", "diffusion.guidance_interval=null"]
+    overrides = plain + list(args.overrides) + ([f"clip.pretrained={args.clip}"] if args.clip else [])
     cfg = load_config(args.recipe, overrides)
     condition = conditioner(args.cond, cfg)
     net = train_renderer(cfg, condition, args.steps, args.batch, objective=args.objective)

@@ -331,9 +331,11 @@ class DiffusionComponent(TrainableComponent):
         ``noise`` is x_T (drawn from ``generator`` when None); ``noise_fn(x_t)`` draws the fresh noise of
         stochastic steps (DDPM, DDIM eta > 0) instead of ``generator``; ``sampler`` (ddim, ddpm, dpmpp) overrides
         ``diffusion.sampler``; ``clip_offset`` moves the [-1, 1] clamp of the predicted x0 (see
-        ``GaussianDiffusion.sample``)."""
+        ``GaussianDiffusion.sample``). ``guidance_scale`` None samples with the recipe's guidance
+        (``diffusion.guidance_scale``, and ``diffusion.guidance_interval_scale`` inside
+        ``diffusion.guidance_interval``); a number is the scale at every step."""
         net = self.sampling_network()
-        scale = self.cfg.diffusion.guidance_scale if guidance_scale is None else guidance_scale
+        scale = guidance_scale  # None: the recipe's guidance (its scale, and its interval if it has one)
         if noise is None:
             noise = self.diffusion.noise(tuple(shape), device=self.device, generator=generator)
         if noise_fn is None:

@@ -152,7 +152,8 @@ class Interpolation(TemporalDecoder):
                                         clip_offset=blend, clip_scale=k, noise_fn=noise_fn)
             out = (out / k + blend).clamp(-1.0, 1.0)
         else:
-            out = self.diffusion.sample(self.diffusion.guided_batched(fn, scale), noise, steps=steps,
+            # guidance_scale None: the recipe's guidance, with its diffusion.guidance_interval if it has one
+            out = self.diffusion.sample(self.diffusion.guided_batched(fn, guidance_scale), noise, steps=steps,
                                         generator=generator, init=blend if strength < 1.0 else None,
                                         strength=strength, noise_fn=noise_fn)
         return torch.where(rearrange(known, "b t -> b 1 t 1 1"), video, out)

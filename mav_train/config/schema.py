@@ -117,6 +117,11 @@ class DiffusionConfig:
     sample_steps: int = 50
     ddim_eta: float = 0.0
     guidance_scale: float = 3.0
+    # Guidance in a limited interval (Kynkaanniemi et al. 2024): [lo, hi] as fractions of the timesteps; there the
+    # scale is guidance_interval_scale, elsewhere guidance_scale. Only where a call samples with the recipe's
+    # guidance (a call that names its own scale gets that scale everywhere). null = guidance_scale everywhere.
+    guidance_interval: list[float] | None = None
+    guidance_interval_scale: float = 1.0
     clip_denoised: bool = True
 
 

@@ -89,6 +89,11 @@ def validate(cfg: DictConfig, components: Iterable[str]) -> None:
         key = "diffusion.noisy_fraction" if not 0.0 <= d.noisy_fraction <= 1.0 else "diffusion.noisy_from"
         raise ConfigError(f"invalid value for '{key}': {_get(cfg, key)} (noisy_fraction lies in [0, 1], "
                           f"noisy_from in [0, 1))")
+    if d.guidance_interval is not None:
+        values = list(d.guidance_interval)
+        if len(values) != 2 or not 0.0 <= values[0] <= values[1] <= 1.0:
+            raise ConfigError(f"invalid value for 'diffusion.guidance_interval': {values} (it is [lo, hi] with "
+                              f"0 <= lo <= hi <= 1, fractions of the timesteps; null = guidance_scale everywhere)")
     problem = self_condition_problem(cfg)
     if problem:
         raise ConfigError(problem)

@@ -17,6 +17,15 @@ from mav_train.diffusion.samplers import Callback, NoiseFn, check_sampler, sampl
 from mav_train.diffusion.schedule import make_betas
 
 
+def interval_fractions(interval) -> tuple[float, float]:
+    """``[lo, hi]`` with ``0 <= lo <= hi <= 1`` (fractions of the timesteps), or ValueError naming what is wrong."""
+    values = list(interval)
+    if len(values) != 2 or not 0.0 <= float(values[0]) <= float(values[1]) <= 1.0:
+        raise ValueError(f"guidance_interval must be [lo, hi] with 0 <= lo <= hi <= 1 (fractions of the timesteps), "
+                         f"got {values}")
+    return float(values[0]), float(values[1])
+
+
 class GaussianDiffusion(nn.Module):
     """Noise schedule, parameterisation (``eps``, ``v`` or ``x0``), MSE loss and DDPM/DDIM/DPM-Solver++ samplers.
 
@@ -43,6 +52,8 @@ class GaussianDiffusion(nn.Module):
                              f"{cfg.noisy_fraction} and {cfg.noisy_from}")
         if not 0.0 <= cfg.frame_noise_share < 1.0:
             raise ValueError(f"frame_noise_share must lie in [0, 1), got {cfg.frame_noise_share}")
+        if cfg.guidance_interval is not None:
+            interval_fractions(cfg.guidance_interval)  # raises on a malformed interval
         if cfg.sampler == "dpmpp" and cfg.ddim_eta > 0.0:
             raise ValueError(f"sampler dpmpp (DPM-Solver++ 2M) is deterministic: ddim_eta must be 0, "
                              f"got {cfg.ddim_eta}")
@@ -159,8 +170,19 @@ class GaussianDiffusion(nn.Module):
         return guided_model_fn(cond_fn, uncond_fn, self.cfg.guidance_scale if scale is None else scale)
 
     def guided_batched(self, fn: DropModelFn, scale: float | None = None) -> ModelFn:
-        """:func:`batched_guided_model_fn` with ``scale`` defaulting to ``cfg.guidance_scale``."""
-        return batched_guided_model_fn(fn, self.cfg.guidance_scale if scale is None else scale)
+        """:func:`batched_guided_model_fn` with the recipe's guidance when ``scale`` is None (``cfg.guidance_scale``,
+        and ``cfg.guidance_interval_scale`` inside ``cfg.guidance_interval``), else ``scale`` at every step."""
+        if scale is not None:
+            return batched_guided_model_fn(fn, scale)
+        return batched_guided_model_fn(fn, self.cfg.guidance_scale, self.guidance_timesteps(),
+                                       self.cfg.guidance_interval_scale)
+
+    def guidance_timesteps(self) -> tuple[int, int] | None:
+        """``cfg.guidance_interval`` as inclusive timesteps ``(lo, hi)`` of ``[0, T)``, or None."""
+        if self.cfg.guidance_interval is None:
+            return None
+        lo, hi = interval_fractions(self.cfg.guidance_interval)
+        return round(lo * self.cfg.timesteps), round(hi * self.cfg.timesteps)
 
     def noise(self, shape: tuple[int, ...], *, generator: torch.Generator | None = None,
               device: torch.device | str | None = None, dtype: torch.dtype | None = None,

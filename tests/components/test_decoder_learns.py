@@ -62,8 +62,9 @@ class FreshToyImages(IterableDataset):
             yield {"image": image, "image_emb": code, "caption": [caption_of(s) for s in scenes]}
 
 
-@pytest.mark.parametrize("variant", [[], ["diffusion.self_condition=true", "unet.extra_in_channels=3"]],
-                         ids=["plain", "self_conditioned"])
+@pytest.mark.parametrize("variant", [["diffusion.self_condition=false", "unet.extra_in_channels=0",
+                                      "diffusion.guidance_interval=null"], []],
+                         ids=["plain", "recipe_self_conditioned_interval_guidance"])
 def test_a_small_decoder_learns_backgrounds(tmp_path, variant):
     torch.manual_seed(0)
     steps = 250

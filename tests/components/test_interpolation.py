@@ -149,7 +149,8 @@ torch.save(results, out)
 
 def test_upf_equals_temporal_decoder_at_init_for_any_mask_across_processes(tmp_path, demo_cache):
     """A D^t with every weight moved off its init (zero-initialised layers included) is saved; another process
-    builds ↑F from it; for every mask ↑F's output equals D^t's on the same input (≤ 1e-5)."""
+    builds ↑F from it; for every mask ↑F's output equals D^t's on the same input (≤ 1e-5), D^t given a zero
+    self-conditioning estimate (the demo D^t self-conditions, ↑F does not)."""
     overrides = OVERRIDES + VIDEO
     source = component_class("temporal_decoder")(load_config("demo/temporal_decoder", overrides))
     perturb(source.network, std=0.05, seed=3)
@@ -175,9 +176,12 @@ def test_upf_equals_temporal_decoder_at_init_for_any_mask_across_processes(tmp_p
     assert run.returncode == 0, run.stderr[-3000:]
     per_pixel = source.cfg.unet.patch_size**2  # the demo UNet works on 2x2 patches: 4 weights per channel
     assert f"expanded input_conv.weight: [32, {3 * per_pixel}, 3, 3] -> [32, {7 * per_pixel}, 3, 3]" in run.stdout
+    # demo/temporal_decoder self-conditions, ↑F does not: ↑F starts as D^t fed a zero x0 estimate.
+    assert source.cfg.diffusion.self_condition and "dropped the self-conditioning input weights" in run.stdout
     with torch.no_grad():
         expected = source.ema_network(inputs["x"], inputs["t"], image_emb=inputs["emb"], fps=inputs["fps"],
-                                      drop_image=inputs["drop"], drop_text=torch.ones(b, dtype=torch.bool))
+                                      drop_image=inputs["drop"], drop_text=torch.ones(b, dtype=torch.bool),
+                                      extra=torch.zeros_like(inputs["x"]))
     assert expected.abs().mean() > 1e-2  # a non-trivial function
     results = torch.load(out)
     assert set(results) == set(inputs["masks"])

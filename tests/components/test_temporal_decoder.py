@@ -16,11 +16,13 @@ from mav_train.config.validate import validate
 from tests.components.test_decoder import OVERRIDES, Repeat, toy_batch
 
 VIDEO = ["data.num_frames=4", "unet.max_frames=8"]
+# The demo recipes self-condition; without it (tests/components/test_self_condition.py has the recipe's case).
+PLAIN = ["diffusion.self_condition=false", "unet.extra_in_channels=0"]
 
 
-def trained_decoder_checkpoint(tmp_path) -> str:
+def trained_decoder_checkpoint(tmp_path, extra: list[str] | None = None) -> str:
     torch.manual_seed(0)
-    decoder = component_class("decoder")(load_config("demo/decoder", OVERRIDES))
+    decoder = component_class("decoder")(load_config("demo/decoder", OVERRIDES + (extra or [])))
     trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, default_root_dir=tmp_path)
     trainer.fit(decoder, train_dataloaders=DataLoader(Repeat(toy_batch(4), 10), batch_size=None))
@@ -36,10 +38,10 @@ def video_batch(b: int = 2, t: int = 4, r: int = 16) -> dict:
 
 
 def test_inflated_temporal_decoder_matches_decoder_frame_by_frame(tmp_path):
-    path = trained_decoder_checkpoint(tmp_path)
-    decoder = component_class("decoder")(load_config("demo/decoder", OVERRIDES))
+    path = trained_decoder_checkpoint(tmp_path, PLAIN)
+    decoder = component_class("decoder")(load_config("demo/decoder", OVERRIDES + PLAIN))
     decoder.load_state_dict(torch.load(path, weights_only=False)["state_dict"])
-    video = component_class("temporal_decoder")(load_config("demo/temporal_decoder", OVERRIDES + VIDEO))
+    video = component_class("temporal_decoder")(load_config("demo/temporal_decoder", OVERRIDES + PLAIN + VIDEO))
     report = initialise_from_checkpoint(video, path)
     assert "initialised temporal_decoder" in report
 

@@ -83,6 +83,14 @@ def test_noisy_timestep_share_is_checked_at_load():
         validate(load_config("demo/decoder", ["diffusion.noisy_from=1.0"]), COMPONENTS)
 
 
+def test_guidance_interval_is_checked_at_load():
+    cfg = load_config("demo/decoder", ["diffusion.guidance_interval=[0.8,0.3]"])
+    with pytest.raises(ConfigError, match="'diffusion.guidance_interval': \\[0.8, 0.3\\]"):
+        validate(cfg, COMPONENTS)
+    validate(load_config("demo/decoder", ["diffusion.guidance_interval=[0.3,0.8]"]), COMPONENTS)
+    validate(load_config("demo/decoder", ["diffusion.guidance_interval=null"]), COMPONENTS)
+
+
 def test_unknown_recipe_lists_known_ones():
     with pytest.raises(ConfigError, match="demo/decoder"):
         load_config("nope")

@@ -70,3 +70,44 @@ def test_diffusion_default_scale_from_config():
     assert torch.equal(d.guided(_cond, _uncond, scale=1.0)(x, t), _cond(x, t))
     sample = d.sample(d.guided(_cond, _uncond), torch.randn(2, 3, 4, 4), steps=3)
     assert sample.shape == (2, 3, 4, 4)
+
+
+def _guided(x, t, scale):
+    return _uncond(x, t) + scale * (_cond(x, t) - _uncond(x, t))
+
+
+def test_interval_scale_inside_and_base_scale_outside():
+    x = torch.randn(4, 3, 4, 4)
+    t = torch.tensor([299, 300, 800, 801])  # just outside, the two edges (inclusive), just outside
+    out = batched_guided_model_fn(_drop_fn([]), 2.0, interval=(300, 800), interval_scale=6.0)(x, t)
+    for row, scale in enumerate([2.0, 6.0, 6.0, 2.0]):
+        assert torch.allclose(out[row], _guided(x, t, scale)[row])
+
+
+def test_interval_skips_the_unconditional_pass_where_every_scale_is_one():
+    x = torch.randn(2, 3, 4, 4)
+    calls = []
+    fn = batched_guided_model_fn(_drop_fn(calls), 1.0, interval=(200, 800), interval_scale=4.0)
+    assert torch.equal(fn(x, torch.tensor([100, 900])), _cond(x, torch.tensor([100, 900])))
+    assert calls[-1][0] == 2  # one pass: no unconditional rows
+    assert torch.allclose(fn(x, torch.tensor([500, 500])), _guided(x, None, 4.0))
+    assert calls[-1][0] == 4
+
+
+def test_recipe_interval_applies_only_to_the_recipes_guidance():
+    d = GaussianDiffusion(DiffusionConfig(guidance_scale=2.0, guidance_interval=[0.3, 0.8],
+                                          guidance_interval_scale=6.0))
+    assert d.guidance_timesteps() == (300, 800)
+    x = torch.randn(2, 3, 4, 4)
+    inside, outside = torch.tensor([500, 500]), torch.tensor([900, 900])
+    assert torch.allclose(d.guided_batched(_drop_fn([]))(x, inside), _guided(x, None, 6.0))
+    assert torch.allclose(d.guided_batched(_drop_fn([]))(x, outside), _guided(x, None, 2.0))
+    # A call that names its scale gets it at every step, the interval's too.
+    assert torch.allclose(d.guided_batched(_drop_fn([]), 3.0)(x, inside), _guided(x, None, 3.0))
+    assert GaussianDiffusion(DiffusionConfig()).guidance_timesteps() is None
+
+
+@pytest.mark.parametrize("interval", [[0.8, 0.3], [-0.1, 0.5], [0.2, 1.5], [0.5]])
+def test_malformed_interval_is_refused(interval):
+    with pytest.raises(ValueError, match="guidance_interval"):
+        GaussianDiffusion(DiffusionConfig(guidance_interval=interval))
