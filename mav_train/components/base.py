@@ -335,16 +335,16 @@ class DiffusionComponent(TrainableComponent):
         (``diffusion.guidance_scale``, and ``diffusion.guidance_interval_scale`` inside
         ``diffusion.guidance_interval``); a number is the scale at every step."""
         net = self.sampling_network()
-        scale = guidance_scale  # None: the recipe's guidance (its scale, and its interval if it has one)
         if noise is None:
             noise = self.diffusion.noise(tuple(shape), device=self.device, generator=generator)
         if noise_fn is None:
             noise_fn = self.fresh_noise_fn(len(shape), generator)
         if not self.cfg.diffusion.self_condition:
-            model_fn = self.diffusion.guided_batched(self.network_fn(net, cond, shape[0]), scale)
+            model_fn = self.diffusion.guided_batched(self.network_fn(net, cond, shape[0]), guidance_scale)
         else:  # each step reads the x0 estimate of the step before (zeros at the first), as the guided output gives it
             last = {"x0": torch.zeros_like(noise)}
-            guided = self.diffusion.guided_batched(self.network_fn(net, cond, shape[0], estimate=last), scale)
+            guided = self.diffusion.guided_batched(self.network_fn(net, cond, shape[0], estimate=last),
+                                                   guidance_scale)
 
             def model_fn(x_t: Tensor, t: Tensor) -> Tensor:
                 out = guided(x_t, t)

@@ -125,6 +125,15 @@ class DiffusionConfig:
     clip_denoised: bool = True
 
 
+def interval_fractions(interval) -> tuple[float, float]:
+    """``diffusion.guidance_interval`` checked: ``(lo, hi)`` with ``0 <= lo <= hi <= 1``, else ValueError."""
+    values = list(interval)
+    if len(values) != 2 or not 0.0 <= float(values[0]) <= float(values[1]) <= 1.0:
+        raise ValueError(f"guidance_interval must be [lo, hi] with 0 <= lo <= hi <= 1 (fractions of the timesteps), "
+                         f"got {values}")
+    return float(values[0]), float(values[1])
+
+
 @dataclass
 class ClipConfig:
     """Frozen open_clip model: an open_clip name (``ViT-L-14``), ``toy`` (the toy world's CLIP) or ``custom``

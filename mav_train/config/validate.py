@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from datamodules.toy_world import CAPTION_ATTRIBUTES
 from mav_train.config.load import ConfigError
+from mav_train.config.schema import interval_fractions
 
 CHOICES = {
     "data.kind": ("image_text", "video"),
@@ -90,10 +91,11 @@ def validate(cfg: DictConfig, components: Iterable[str]) -> None:
         raise ConfigError(f"invalid value for '{key}': {_get(cfg, key)} (noisy_fraction lies in [0, 1], "
                           f"noisy_from in [0, 1))")
     if d.guidance_interval is not None:
-        values = list(d.guidance_interval)
-        if len(values) != 2 or not 0.0 <= values[0] <= values[1] <= 1.0:
-            raise ConfigError(f"invalid value for 'diffusion.guidance_interval': {values} (it is [lo, hi] with "
-                              f"0 <= lo <= hi <= 1, fractions of the timesteps; null = guidance_scale everywhere)")
+        try:
+            interval_fractions(d.guidance_interval)
+        except ValueError as err:
+            raise ConfigError(f"invalid value for 'diffusion.guidance_interval': {list(d.guidance_interval)} ({err}; "
+                              "null = guidance_scale everywhere)") from err
     problem = self_condition_problem(cfg)
     if problem:
         raise ConfigError(problem)

@@ -10,20 +10,11 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
-from mav_train.config.schema import DiffusionConfig
+from mav_train.config.schema import DiffusionConfig, interval_fractions
 from mav_train.diffusion import parameterization as param
 from mav_train.diffusion.guidance import DropModelFn, ModelFn, batched_guided_model_fn, guided_model_fn
 from mav_train.diffusion.samplers import Callback, NoiseFn, check_sampler, sample_loop
 from mav_train.diffusion.schedule import make_betas
-
-
-def interval_fractions(interval) -> tuple[float, float]:
-    """``[lo, hi]`` with ``0 <= lo <= hi <= 1`` (fractions of the timesteps), or ValueError naming what is wrong."""
-    values = list(interval)
-    if len(values) != 2 or not 0.0 <= float(values[0]) <= float(values[1]) <= 1.0:
-        raise ValueError(f"guidance_interval must be [lo, hi] with 0 <= lo <= hi <= 1 (fractions of the timesteps), "
-                         f"got {values}")
-    return float(values[0]), float(values[1])
 
 
 class GaussianDiffusion(nn.Module):
@@ -52,12 +43,15 @@ class GaussianDiffusion(nn.Module):
                              f"{cfg.noisy_fraction} and {cfg.noisy_from}")
         if not 0.0 <= cfg.frame_noise_share < 1.0:
             raise ValueError(f"frame_noise_share must lie in [0, 1), got {cfg.frame_noise_share}")
-        if cfg.guidance_interval is not None:
-            interval_fractions(cfg.guidance_interval)  # raises on a malformed interval
         if cfg.sampler == "dpmpp" and cfg.ddim_eta > 0.0:
             raise ValueError(f"sampler dpmpp (DPM-Solver++ 2M) is deterministic: ddim_eta must be 0, "
                              f"got {cfg.ddim_eta}")
         self.cfg = cfg
+        # cfg.guidance_interval as inclusive timesteps of [0, T) (ValueError when malformed), or None
+        self.guidance_timesteps = None
+        if cfg.guidance_interval is not None:
+            lo, hi = interval_fractions(cfg.guidance_interval)
+            self.guidance_timesteps = round(lo * cfg.timesteps), round(hi * cfg.timesteps)
         betas = make_betas(cfg.schedule, cfg.timesteps, cfg.linear_start, cfg.linear_end)
         if not 1 <= cfg.sample_steps <= cfg.timesteps:
             raise ValueError(f"sample_steps {cfg.sample_steps} must be in [1, timesteps={cfg.timesteps}]")
@@ -166,23 +160,18 @@ class GaussianDiffusion(nn.Module):
         return (clipped / per_x0[self.cfg.parameterization]).float().to(t.device)
 
     def guided(self, cond_fn: ModelFn, uncond_fn: ModelFn, scale: float | None = None) -> ModelFn:
-        """:func:`guided_model_fn` with ``scale`` defaulting to ``cfg.guidance_scale``."""
-        return guided_model_fn(cond_fn, uncond_fn, self.cfg.guidance_scale if scale is None else scale)
+        """:func:`guided_model_fn` with the recipe's guidance when ``scale`` is None (see :meth:`guided_batched`)."""
+        return guided_model_fn(cond_fn, uncond_fn, *self._guidance(scale))
 
     def guided_batched(self, fn: DropModelFn, scale: float | None = None) -> ModelFn:
         """:func:`batched_guided_model_fn` with the recipe's guidance when ``scale`` is None (``cfg.guidance_scale``,
         and ``cfg.guidance_interval_scale`` inside ``cfg.guidance_interval``), else ``scale`` at every step."""
-        if scale is not None:
-            return batched_guided_model_fn(fn, scale)
-        return batched_guided_model_fn(fn, self.cfg.guidance_scale, self.guidance_timesteps(),
-                                       self.cfg.guidance_interval_scale)
+        return batched_guided_model_fn(fn, *self._guidance(scale))
 
-    def guidance_timesteps(self) -> tuple[int, int] | None:
-        """``cfg.guidance_interval`` as inclusive timesteps ``(lo, hi)`` of ``[0, T)``, or None."""
-        if self.cfg.guidance_interval is None:
-            return None
-        lo, hi = interval_fractions(self.cfg.guidance_interval)
-        return round(lo * self.cfg.timesteps), round(hi * self.cfg.timesteps)
+    def _guidance(self, scale: float | None) -> tuple[float, tuple[int, int] | None, float]:
+        if scale is not None:
+            return scale, None, 1.0
+        return self.cfg.guidance_scale, self.guidance_timesteps, self.cfg.guidance_interval_scale
 
     def noise(self, shape: tuple[int, ...], *, generator: torch.Generator | None = None,
               device: torch.device | str | None = None, dtype: torch.dtype | None = None,

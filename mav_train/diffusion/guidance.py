@@ -22,15 +22,17 @@ ModelFn = Callable[[Tensor, Tensor], Tensor]
 DropModelFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
-def guided_model_fn(cond_fn: ModelFn, uncond_fn: ModelFn, scale: float) -> ModelFn:
-    """Guidance from two predictors, each ``(x_t (b ...), t (b,)) -> (b ...)``."""
-    if scale == 1.0:
+def guided_model_fn(cond_fn: ModelFn, uncond_fn: ModelFn, scale: float, interval: tuple[int, int] | None = None,
+                    interval_scale: float = 1.0) -> ModelFn:
+    """Guidance from two predictors, each ``(x_t (b ...), t (b,)) -> (b ...)``; scales as :func:`scale_at`."""
+    if scale == 1.0 and (interval is None or interval_scale == 1.0):
         return cond_fn
 
     def model_fn(x_t: Tensor, t: Tensor) -> Tensor:
         cond = cond_fn(x_t, t)
         uncond = uncond_fn(x_t, t)
-        return uncond + scale * (cond - uncond)
+        w = scale_at(t, scale, interval, interval_scale).to(cond.dtype).view(-1, *([1] * (cond.ndim - 1)))
+        return uncond + w * (cond - uncond)
 
     return model_fn
 

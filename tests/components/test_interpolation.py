@@ -177,7 +177,9 @@ def test_upf_equals_temporal_decoder_at_init_for_any_mask_across_processes(tmp_p
     per_pixel = source.cfg.unet.patch_size**2  # the demo UNet works on 2x2 patches: 4 weights per channel
     assert f"expanded input_conv.weight: [32, {3 * per_pixel}, 3, 3] -> [32, {7 * per_pixel}, 3, 3]" in run.stdout
     # demo/temporal_decoder self-conditions, ↑F does not: ↑F starts as D^t fed a zero x0 estimate.
-    assert source.cfg.diffusion.self_condition and "dropped the self-conditioning input weights" in run.stdout
+    assert source.cfg.diffusion.self_condition
+    assert (f"dropped the self-conditioning input weights (ema_network.input_conv.weight: [32, {6 * per_pixel}, 3, 3] "
+            f"-> [32, {3 * per_pixel}, 3, 3]") in run.stdout
     with torch.no_grad():
         expected = source.ema_network(inputs["x"], inputs["t"], image_emb=inputs["emb"], fps=inputs["fps"],
                                       drop_image=inputs["drop"], drop_text=torch.ones(b, dtype=torch.bool),

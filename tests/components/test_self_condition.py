@@ -114,36 +114,3 @@ def test_configs_that_cannot_self_condition_are_refused_at_load(recipe, extra, n
     assert names in str(err.value)
     validate(load_config("demo/decoder", SELF_COND), COMPONENTS)  # the right channels load
 
-
-def test_a_self_conditioned_d_t_initialises_upf_as_itself_fed_a_zero_estimate(tmp_path):
-    """↑F does not self-condition: from a self-conditioned D^t it drops the estimate's input weights, and with any
-    mask its output at init equals D^t's given a zero estimate (≤ 1e-5)."""
-    from mav_train.components.clip_source import CLIP_FINGERPRINT_KEY
-    from mav_train.components.frame_masks import interpolation_mask
-    from tests.components.test_interpolation import VIDEO as UPF_VIDEO
-    from tests.nn.tiny import perturb
-
-    source = component_class("temporal_decoder")(
-        load_config("demo/temporal_decoder", OVERRIDES + SELF_COND + UPF_VIDEO))
-    perturb(source.network, std=0.05, seed=3)
-    source.reset_ema()
-    path = tmp_path / "dt.ckpt"
-    torch.save({"state_dict": source.state_dict(), "hyper_parameters": {"config": dict(source.hparams["config"])},
-                CLIP_FINGERPRINT_KEY: source.clip_fingerprint()}, path)
-    upf = component_class("interpolation")(load_config("demo/interpolation", OVERRIDES + UPF_VIDEO))
-    report = initialise_from_checkpoint(upf, path)
-    per_pixel = source.cfg.unet.patch_size**2
-    assert f"input_conv.weight: [32, {6 * per_pixel}, 3, 3] -> [32, {3 * per_pixel}, 3, 3]" in report
-    assert f"expanded input_conv.weight: [32, {3 * per_pixel}, 3, 3] -> [32, {7 * per_pixel}, 3, 3]" in report
-    g = torch.Generator().manual_seed(5)
-    b, frames = 2, 6
-    x, t = torch.randn(b, 3, frames, 16, 16, generator=g), torch.tensor([10, 700])
-    emb, fps, drop = torch.randn(b, 64, generator=g), torch.tensor([10.0, 30.0]), torch.tensor([False, True])
-    with torch.no_grad():
-        expected = source.ema_network(x, t, image_emb=emb, fps=fps, drop_image=drop, drop_text=torch.ones_like(drop),
-                                      extra=torch.zeros_like(x))
-        for known in (interpolation_mask(frames, 5), torch.zeros(frames, dtype=torch.bool)):
-            cond = upf.masked_conditions(torch.rand(b, 3, frames, 16, 16) * 2 - 1, known.expand(b, -1), fps)
-            got = upf.ema_network(x, t, image_emb=emb, fps=fps, drop_image=drop, drop_text=torch.ones_like(drop),
-                                  extra=cond.extra)
-            assert expected.abs().mean() > 1e-2 and (got - expected).abs().max().item() <= 1e-5

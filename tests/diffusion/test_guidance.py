@@ -97,14 +97,17 @@ def test_interval_skips_the_unconditional_pass_where_every_scale_is_one():
 def test_recipe_interval_applies_only_to_the_recipes_guidance():
     d = GaussianDiffusion(DiffusionConfig(guidance_scale=2.0, guidance_interval=[0.3, 0.8],
                                           guidance_interval_scale=6.0))
-    assert d.guidance_timesteps() == (300, 800)
+    assert d.guidance_timesteps == (300, 800)
     x = torch.randn(2, 3, 4, 4)
     inside, outside = torch.tensor([500, 500]), torch.tensor([900, 900])
     assert torch.allclose(d.guided_batched(_drop_fn([]))(x, inside), _guided(x, None, 6.0))
     assert torch.allclose(d.guided_batched(_drop_fn([]))(x, outside), _guided(x, None, 2.0))
+    # The two-predictor form reads the same guidance.
+    assert torch.allclose(d.guided(_cond, _uncond)(x, inside), _guided(x, None, 6.0))
+    assert torch.allclose(d.guided(_cond, _uncond)(x, outside), _guided(x, None, 2.0))
     # A call that names its scale gets it at every step, the interval's too.
     assert torch.allclose(d.guided_batched(_drop_fn([]), 3.0)(x, inside), _guided(x, None, 3.0))
-    assert GaussianDiffusion(DiffusionConfig()).guidance_timesteps() is None
+    assert GaussianDiffusion(DiffusionConfig()).guidance_timesteps is None
 
 
 @pytest.mark.parametrize("interval", [[0.8, 0.3], [-0.1, 0.5], [0.2, 1.5], [0.5]])
