@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mav_train.callbacks.curriculum import FpsCurriculumSync
+from mav_train.callbacks.final_checkpoint import FinalCheckpoint
 from mav_train.callbacks.preemption import Preemption
 from mav_train.callbacks.sample_logger import SampleLogger
 from mav_train.callbacks.throughput import Throughput
@@ -76,6 +77,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[L.
                         enable_version_counter=False),
         Throughput("video" if cfg.data.kind == "video" else "image"),
         Preemption(run_dir / PREEMPT_CKPT),
+        FinalCheckpoint(run_dir / "last.ckpt", ck.every_n_steps),
     ]
     if cfg.component not in ("clip", "prior"):  # nothing to draw: CLIP training, or embeddings (prior)
         callbacks.append(SampleLogger(run_dir / "samples", cfg.sampling.every_n_steps, cfg.sampling.num_samples,

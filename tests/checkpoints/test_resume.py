@@ -92,3 +92,15 @@ def test_fit_stops_when_no_checkpoint_is_readable(run_copy, tmp_path, demo_cache
     assert out.returncode == 1 and len(errors) == 1 and "none is readable" in errors[0], out.stderr[-3000:]
     assert "Traceback" not in out.stderr
     assert {p.name: digest(p) for p in run_copy.glob("*.ckpt")} == before  # nothing overwritten
+
+
+def test_the_last_step_is_saved_when_it_is_not_a_checkpoint_step(run_copy, tmp_path, demo_cache):
+    """Checkpoints every 2 steps, training to step 7 (resumed from step 4) then to 9: last.ckpt holds step 7, then
+    9 (before, the steps after the last multiple of checkpoint.every_n_steps were silently lost)."""
+    for max_steps in (7, 9):
+        out = run_cli(["fit", "recipe=demo/decoder", *SHORT, f"trainer.max_steps={max_steps}", f"run_dir={run_copy}"],
+                      tmp_path, demo_cache)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert f"done: step {max_steps}" in out.stdout
+        assert torch.load(run_copy / "last.ckpt", weights_only=True, mmap=True)["global_step"] == max_steps
+    assert "resuming from " + str(run_copy / "last.ckpt") in out.stderr
