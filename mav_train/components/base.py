@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -227,22 +228,42 @@ class DiffusionComponent(TrainableComponent):
         drops = self.condition_dropout(cond, b) if dropout else self._no_drop(cond, b)
         kwargs = cond.network_kwargs()
         if self.cfg.diffusion.self_condition:
-            kwargs["extra"] = self.self_condition_estimate(x_t, t, kwargs, drops, generator)
+            estimate = self.self_condition_estimate(x_t, t, kwargs, drops, generator)
+            kwargs["extra"] = with_estimate(estimate, cond.extra)
         out = self.network(self.network_input(x_t, cond.extra), t, **kwargs, **drops)
         return self.diffusion.loss(out, x0, noise, t)
 
     def self_condition_estimate(self, x_t: Tensor, t: Tensor, kwargs: dict, drops: dict,
                                 generator: torch.Generator | None) -> Tensor:
         """The x0 estimate a self-conditioned training step feeds the network: zeros, or with probability 1/2 (one
-        draw per batch) the network's own clamped x0 prediction from zeros, made without gradient."""
+        draw per batch) the network's own clamped x0 prediction from zeros, made without gradient.
+        ``kwargs["extra"]`` holds the component's own extra channels (↑F's known frames), or None."""
         estimate = torch.zeros_like(x_t)
         coin = torch.rand((), generator=generator, device=generator.device if generator is not None else "cpu")
         if coin < 0.5:
             with torch.no_grad():
-                first = self.network(self.network_input(x_t, kwargs["extra"]), t, **{**kwargs, "extra": estimate},
-                                     **drops)
+                first = self.network(self.network_input(x_t, kwargs["extra"]), t,
+                                     **{**kwargs, "extra": with_estimate(estimate, kwargs["extra"])}, **drops)
                 estimate = self.diffusion.predict_x0(x_t, t, first).clamp(-1.0, 1.0)
         return estimate
+
+    def guided_sampling_fn(self, make_fn: Callable[[dict | None], DropModelFn], guidance_scale: float | None,
+                           like: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+        """The sampler's guided ``model_fn(x_t, t)`` from ``make_fn(estimate)``, a ``fn(x_t, t, drop)`` for
+        batched guidance. With self-conditioning each step reads the x0 estimate of the step before, as the guided
+        output gives it (``estimate["x0"]``, zeros like ``like`` at the first step); ``make_fn`` gets None
+        otherwise. ``guidance_scale`` None: the recipe's guidance (scale and interval)."""
+        if not self.cfg.diffusion.self_condition:
+            return self.diffusion.guided_batched(make_fn(None), guidance_scale)
+        last = {"x0": torch.zeros_like(like)}
+        guided = self.diffusion.guided_batched(make_fn(last), guidance_scale)
+
+        def model_fn(x_t: Tensor, t: Tensor) -> Tensor:
+            out = guided(x_t, t)
+            last["x0"] = self.diffusion.predict_x0(x_t, t, out).clamp(-1.0, 1.0)
+            return out
+
+        return model_fn
 
     def network_input(self, x_t: Tensor, extra: Tensor | None) -> Tensor:
         """What the network reads for the noisy ``x_t`` (hook: a residual ↑F reads it on top of the cross-fade)."""
@@ -339,17 +360,13 @@ class DiffusionComponent(TrainableComponent):
             noise = self.diffusion.noise(tuple(shape), device=self.device, generator=generator)
         if noise_fn is None:
             noise_fn = self.fresh_noise_fn(len(shape), generator)
-        if not self.cfg.diffusion.self_condition:
-            model_fn = self.diffusion.guided_batched(self.network_fn(net, cond, shape[0]), guidance_scale)
-        else:  # each step reads the x0 estimate of the step before (zeros at the first), as the guided output gives it
-            last = {"x0": torch.zeros_like(noise)}
-            guided = self.diffusion.guided_batched(self.network_fn(net, cond, shape[0], estimate=last),
-                                                   guidance_scale)
 
-            def model_fn(x_t: Tensor, t: Tensor) -> Tensor:
-                out = guided(x_t, t)
-                last["x0"] = self.diffusion.predict_x0(x_t, t, out).clamp(-1.0, 1.0)
-                return out
+        def make_fn(estimate: dict | None) -> DropModelFn:
+            if estimate is None:  # the prior's network_fn takes no estimate: it never self-conditions
+                return self.network_fn(net, cond, shape[0])
+            return self.network_fn(net, cond, shape[0], estimate=estimate)
+
+        model_fn = self.guided_sampling_fn(make_fn, guidance_scale, noise)
         return self.diffusion.sample(model_fn, noise, steps=steps, generator=generator, noise_fn=noise_fn,
                                      sampler=sampler, clip_offset=clip_offset)
 
@@ -366,7 +383,7 @@ class DiffusionComponent(TrainableComponent):
             tiled = {k: (repeat(v, "b ... -> (r b) ...", r=reps) if isinstance(v, Tensor) else v)
                      for k, v in kwargs.items()}
             if estimate is not None:
-                tiled["extra"] = repeat(estimate["x0"], "b ... -> (r b) ...", r=reps)
+                tiled["extra"] = with_estimate(repeat(estimate["x0"], "b ... -> (r b) ...", r=reps), tiled["extra"])
             return net(x_t, t, **tiled, drop_image=drop, drop_text=drop | drop_text.repeat(reps))
 
         return fn
@@ -377,6 +394,11 @@ class DiffusionComponent(TrainableComponent):
         small = {k: (v[:num] if isinstance(v, (Tensor, list)) else v) for k, v in batch.items()}
         x0, cond = self.prepare_batch(small)
         return self.sample(cond, tuple(x0.shape), generator=generator, steps=steps, guidance_scale=guidance_scale)
+
+
+def with_estimate(estimate: Tensor, extra: Tensor | None) -> Tensor:
+    """A self-conditioned network's extra input: the x0 estimate, then the component's own extra channels."""
+    return estimate if extra is None else torch.cat([estimate, extra.to(estimate.dtype)], dim=1)
 
 
 def _local(param: Tensor) -> Tensor:

@@ -8,6 +8,8 @@ input convolution gains zero weights for the new channels. The source's EMA weig
 A self-conditioned source (``diffusion.self_condition``) into a component that does not self-condition (a
 self-conditioned D^t → ↑F): the input convolution's weights on the x0-estimate channels are dropped, so the new
 component starts as the source fed a zero estimate, which is how the source ran in half of its training steps.
+When both self-condition, the estimate's weights load as they are: the UNet reads [x, estimate, own extra
+channels], so ↑F's known-frame and mask channels are the new, zero-initialised ones after the estimate's.
 """
 
 from __future__ import annotations

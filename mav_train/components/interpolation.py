@@ -7,7 +7,7 @@ from einops import rearrange, repeat
 from torch import Tensor
 from typing_extensions import override
 
-from mav_train.components.base import Conditions
+from mav_train.components.base import Conditions, with_estimate
 from mav_train.components.frame_masks import (
     animation_mask,
     backward_mask,
@@ -38,6 +38,9 @@ class Interpolation(TemporalDecoder):
     reads the new channels) train. Inference: :meth:`interpolate`, :meth:`extrapolate`, :meth:`animate`; known
     frames come back unchanged.
 
+    With ``diffusion.self_condition`` the UNet reads the last x0 estimate before the known frames and the mask
+    (``unet.extra_in_channels`` 7); from a self-conditioned D^t it keeps D^t's estimate weights.
+
     ``model.residual`` (ours, not the paper's): diffuse what the known frames' cross-fade misses, times
     ``model.residual_scale``; the network reads the noisy residual on top of the cross-fade and its output layer
     restarts at zero after ``init.checkpoint``, so an untrained residual ↑F returns the cross-fade. No guidance.
@@ -47,9 +50,11 @@ class Interpolation(TemporalDecoder):
     @override
     def configure_trainable(self) -> None:
         cfg = self.cfg
-        if cfg.unet.extra_in_channels != EXTRA_CHANNELS:
-            raise ValueError(f"interpolation needs unet.extra_in_channels={EXTRA_CHANNELS} (known frames + mask), "
-                             f"got {cfg.unet.extra_in_channels}")
+        estimate = cfg.unet.out_channels if cfg.diffusion.self_condition else 0
+        if cfg.unet.extra_in_channels != EXTRA_CHANNELS + estimate:
+            what = f"the x0 estimate ({estimate}) + " if estimate else ""
+            raise ValueError(f"interpolation needs unet.extra_in_channels={EXTRA_CHANNELS + estimate} ({what}known "
+                             f"frames + mask), got {cfg.unet.extra_in_channels}")
         if cfg.data.image_batch_size > 0:
             raise ValueError("interpolation trains on video only: set data.image_batch_size=0")
         validate_masks(cfg.model.masks, cfg.data.num_frames)
@@ -127,13 +132,17 @@ class Interpolation(TemporalDecoder):
         cond = self.masked_conditions(video, known, fps.to(video.device, video.dtype))
         net = self.sampling_network()
 
-        def fn(x_t: Tensor, t: Tensor, drop: Tensor) -> Tensor:
-            reps = x_t.shape[0] // b
-            tile = {k: repeat(v, "b ... -> (r b) ...", r=reps) for k, v in
-                    (("image_emb", cond.image_emb), ("fps", cond.fps), ("extra", cond.extra))}
-            tile["extra"] = tile["extra"] * rearrange(~drop, "b -> b 1 1 1 1").to(x_t.dtype)
-            return net(self.network_input(x_t, tile["extra"]), t, **tile, drop_image=drop,
-                       drop_text=torch.ones_like(drop))
+        def make_fn(estimate: dict | None):
+            def fn(x_t: Tensor, t: Tensor, drop: Tensor) -> Tensor:
+                reps = x_t.shape[0] // b
+                tile = {k: repeat(v, "b ... -> (r b) ...", r=reps) for k, v in
+                        (("image_emb", cond.image_emb), ("fps", cond.fps), ("extra", cond.extra))}
+                known = tile["extra"] * rearrange(~drop, "b -> b 1 1 1 1").to(x_t.dtype)  # guidance: nothing known
+                tile["extra"] = known if estimate is None else with_estimate(
+                    repeat(estimate["x0"], "b ... -> (r b) ...", r=reps), known)
+                return net(self.network_input(x_t, known), t, **tile, drop_image=drop,
+                           drop_text=torch.ones_like(drop))
+            return fn
 
         scale = self.cfg.diffusion.guidance_scale if guidance_scale is None else guidance_scale
         noise = self.diffusion.noise(tuple(video.shape), device=self.device, generator=generator, share=noise_share)
@@ -147,13 +156,15 @@ class Interpolation(TemporalDecoder):
             # x = blend + residual / scale, kept in [-1, 1] by the sampler's clamp; strength < 1 starts from
             # "no change".
             k = self.cfg.model.residual_scale
-            out = self.diffusion.sample(self.diffusion.guided_batched(fn, 1.0), noise, steps=steps, generator=generator,
+            out = self.diffusion.sample(self.guided_sampling_fn(make_fn, 1.0, noise), noise, steps=steps,
+                                        generator=generator,
                                         init=torch.zeros_like(blend) if strength < 1.0 else None, strength=strength,
                                         clip_offset=blend, clip_scale=k, noise_fn=noise_fn)
             out = (out / k + blend).clamp(-1.0, 1.0)
         else:
             # guidance_scale None: the recipe's guidance, with its diffusion.guidance_interval if it has one
-            out = self.diffusion.sample(self.diffusion.guided_batched(fn, guidance_scale), noise, steps=steps,
+            # With self-conditioning each step also reads the last step's x0 estimate (zeros at the first).
+            out = self.diffusion.sample(self.guided_sampling_fn(make_fn, guidance_scale, noise), noise, steps=steps,
                                         generator=generator, init=blend if strength < 1.0 else None,
                                         strength=strength, noise_fn=noise_fn)
         return torch.where(rearrange(known, "b t -> b 1 t 1 1"), video, out)

@@ -110,7 +110,8 @@ class DiffusionConfig:
     # Self-conditioning (Chen et al. 2022, "Analog Bits"): the network also reads its own previous estimate of x0 as
     # unet.out_channels extra input channels (the first of unet.extra_in_channels). In training, half of the steps
     # first predict x0 with a zero estimate (no gradient) and feed that back; in sampling each step gets the last
-    # step's estimate. Implemented for the decoder and the temporal decoder.
+    # step's estimate. Implemented for the decoder, the temporal decoder and ↑F (interpolation: the estimate, then the
+    # known frames and the mask, unet.extra_in_channels = out_channels + 4).
     self_condition: bool = False
     # Sampling defaults (overridable per call).
     sampler: str = "ddim"  # ddim | ddpm | dpmpp (DPM-Solver++ 2M, deterministic)

@@ -27,9 +27,9 @@ CHOICES = {
 }
 
 
-# Components whose training and sampling go through DiffusionComponent.diffusion_loss / sample with no extra
-# input channels of their own, where diffusion.self_condition is implemented.
-SELF_CONDITIONED = ("decoder", "temporal_decoder")
+# Where diffusion.self_condition is implemented: each component's own extra input channels (↑F: known frames +
+# mask), which the UNet reads after the x0 estimate's unet.out_channels.
+SELF_CONDITIONED = {"decoder": 0, "temporal_decoder": 0, "interpolation": 4}
 
 
 def self_condition_problem(cfg) -> str | None:
@@ -37,12 +37,17 @@ def self_condition_problem(cfg) -> str | None:
     if not cfg.diffusion.self_condition:
         return None
     if cfg.component not in SELF_CONDITIONED:
-        return (f"diffusion.self_condition is implemented for {' and '.join(SELF_CONDITIONED)}, not "
+        return (f"diffusion.self_condition is implemented for {', '.join(SELF_CONDITIONED)}, not "
                 f"{cfg.component}: set it false")
-    if cfg.unet.extra_in_channels != cfg.unet.out_channels:
+    own = SELF_CONDITIONED[cfg.component]
+    if cfg.unet.extra_in_channels != cfg.unet.out_channels + own:
+        mine = f" + its own {own}" if own else ""
         return (f"diffusion.self_condition feeds the x0 estimate back as unet.out_channels ({cfg.unet.out_channels}) "
-                f"extra input channels: set unet.extra_in_channels={cfg.unet.out_channels} "
+                f"extra input channels{mine}: set unet.extra_in_channels={cfg.unet.out_channels + own} "
                 f"(got {cfg.unet.extra_in_channels})")
+    if cfg.component == "interpolation" and cfg.model.residual:
+        return ("diffusion.self_condition is not implemented for a residual ↑F (model.residual): set one of them "
+                "false")
     return None
 
 

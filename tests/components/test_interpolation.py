@@ -140,6 +140,8 @@ inputs = torch.load(out + ".in")
 results = {}
 for name, known in inputs["masks"].items():
     extra = known_channels(inputs["video"], known)
+    if "estimate" in inputs:  # a self-conditioned ↑F reads [x0 estimate, known frames, mask]
+        extra = torch.cat([inputs["estimate"], extra], dim=1)
     with torch.no_grad():
         results[name] = module.ema_network(inputs["x"], inputs["t"], image_emb=inputs["emb"], fps=inputs["fps"],
                                            extra=extra, drop_image=inputs["drop"], drop_text=~inputs["drop"] | True)
@@ -147,10 +149,12 @@ torch.save(results, out)
 """
 
 
-def test_upf_equals_temporal_decoder_at_init_for_any_mask_across_processes(tmp_path, demo_cache):
+@pytest.mark.parametrize("self_condition", [False, True], ids=["plain_upf", "self_conditioned_upf"])
+def test_upf_equals_temporal_decoder_at_init_for_any_mask_across_processes(self_condition, tmp_path, demo_cache):
     """A D^t with every weight moved off its init (zero-initialised layers included) is saved; another process
-    builds ↑F from it; for every mask ↑F's output equals D^t's on the same input (≤ 1e-5), D^t given a zero
-    self-conditioning estimate (the demo D^t self-conditions, ↑F does not)."""
+    builds ↑F from it; for every mask ↑F's output equals D^t's on the same input (≤ 1e-5). The demo D^t
+    self-conditions: a ↑F that does not starts as D^t fed a zero x0 estimate (the estimate's weights dropped); a
+    self-conditioned ↑F keeps them and equals D^t fed the same estimate."""
     overrides = OVERRIDES + VIDEO
     source = component_class("temporal_decoder")(load_config("demo/temporal_decoder", overrides))
     perturb(source.network, std=0.05, seed=3)
@@ -169,21 +173,31 @@ def test_upf_equals_temporal_decoder_at_init_for_any_mask_across_processes(tmp_p
                         "animation": animation_mask(FRAMES).expand(b, -1),
                         "none": torch.zeros(b, FRAMES, dtype=torch.bool),
                         "all": torch.ones(b, FRAMES, dtype=torch.bool)}}
+    estimate = torch.zeros_like(inputs["x"])
+    upf_overrides = list(overrides)
+    if self_condition:
+        estimate = torch.rand(inputs["x"].shape, generator=g) * 2 - 1
+        inputs["estimate"] = estimate
+        upf_overrides += ["diffusion.self_condition=true", "unet.extra_in_channels=7"]
     out = tmp_path / "upf.pt"
     torch.save(inputs, str(out) + ".in")
-    run = subprocess.run([sys.executable, "-c", UPF_OUTPUTS, str(path), str(out), *overrides], cwd=REPO,
+    run = subprocess.run([sys.executable, "-c", UPF_OUTPUTS, str(path), str(out), *upf_overrides], cwd=REPO,
                          env=cli_env(demo_cache), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     per_pixel = source.cfg.unet.patch_size**2  # the demo UNet works on 2x2 patches: 4 weights per channel
-    assert f"expanded input_conv.weight: [32, {3 * per_pixel}, 3, 3] -> [32, {7 * per_pixel}, 3, 3]" in run.stdout
-    # demo/temporal_decoder self-conditions, ↑F does not: ↑F starts as D^t fed a zero x0 estimate.
     assert source.cfg.diffusion.self_condition
-    assert (f"dropped the self-conditioning input weights (ema_network.input_conv.weight: [32, {6 * per_pixel}, 3, 3] "
-            f"-> [32, {3 * per_pixel}, 3, 3]") in run.stdout
+    dropped = (f"dropped the self-conditioning input weights (ema_network.input_conv.weight: [32, {6 * per_pixel}, "
+               f"3, 3] -> [32, {3 * per_pixel}, 3, 3]")
+    if self_condition:  # x and the estimate come first, the 4 new channels after them
+        assert dropped not in run.stdout
+        assert f"expanded input_conv.weight: [32, {6 * per_pixel}, 3, 3] -> [32, {10 * per_pixel}, 3, 3]" in run.stdout
+    else:
+        assert dropped in run.stdout
+        assert f"expanded input_conv.weight: [32, {3 * per_pixel}, 3, 3] -> [32, {7 * per_pixel}, 3, 3]" in run.stdout
     with torch.no_grad():
         expected = source.ema_network(inputs["x"], inputs["t"], image_emb=inputs["emb"], fps=inputs["fps"],
                                       drop_image=inputs["drop"], drop_text=torch.ones(b, dtype=torch.bool),
-                                      extra=torch.zeros_like(inputs["x"]))
+                                      extra=estimate)
     assert expected.abs().mean() > 1e-2  # a non-trivial function
     results = torch.load(out)
     assert set(results) == set(inputs["masks"])
