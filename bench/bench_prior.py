@@ -633,7 +633,8 @@ def run_sample_size(size: PriorSize, settings: PriorBenchSettings, skipped: str 
     def ours_sample(full: bool) -> Callable[[], Tensor]:
         def run() -> Tensor:
             if full:  # the base class's network function: every token at every step
-                ours.network_fn = lambda net, cond, b: DiffusionComponent.network_fn(ours, net, cond, b)
+                ours.network_fn = lambda net, cond, b, estimate=None: DiffusionComponent.network_fn(
+                    ours, net, cond, b, estimate)
             try:
                 return ours.sample_embeddings(text, batch.text_emb, num_candidates=k, steps=settings.sample_steps,
                                               guidance_scale=settings.sample_guidance,

@@ -360,13 +360,8 @@ class DiffusionComponent(TrainableComponent):
             noise = self.diffusion.noise(tuple(shape), device=self.device, generator=generator)
         if noise_fn is None:
             noise_fn = self.fresh_noise_fn(len(shape), generator)
-
-        def make_fn(estimate: dict | None) -> DropModelFn:
-            if estimate is None:  # the prior's network_fn takes no estimate: it never self-conditions
-                return self.network_fn(net, cond, shape[0])
-            return self.network_fn(net, cond, shape[0], estimate=estimate)
-
-        model_fn = self.guided_sampling_fn(make_fn, guidance_scale, noise)
+        model_fn = self.guided_sampling_fn(lambda estimate: self.network_fn(net, cond, shape[0], estimate=estimate),
+                                           guidance_scale, noise)
         return self.diffusion.sample(model_fn, noise, steps=steps, generator=generator, noise_fn=noise_fn,
                                      sampler=sampler, clip_offset=clip_offset)
 

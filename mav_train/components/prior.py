@@ -185,12 +185,13 @@ class Prior(DiffusionComponent):
 
     # ----- sampling -----------------------------------------------------------------------------------------
     @override
-    def network_fn(self, net: torch.nn.Module, cond: Conditions, b: int) -> DropModelFn:
+    def network_fn(self, net: torch.nn.Module, cond: Conditions, b: int, estimate: dict | None = None) -> DropModelFn:
         """The base's guided network function, with the text part of the sequence computed once per drop pattern
-        (conditional and unconditional rows) and reused at every step (``PriorTransformer.text_prefix``)."""
+        (conditional and unconditional rows) and reused at every step (``PriorTransformer.text_prefix``). The prior
+        never self-conditions (refused at load), so ``estimate`` is always None."""
         kwargs = cond.network_kwargs()
         if not isinstance(net, PriorTransformer) or kwargs["text_states"] is None:
-            return super().network_fn(net, cond, b)
+            return super().network_fn(net, cond, b, estimate)
         prefixes: dict[tuple[bool, ...], TextPrefix] = {}
 
         def fn(x_t: Tensor, t: Tensor, drop: Tensor) -> Tensor:

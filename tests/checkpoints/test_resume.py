@@ -104,3 +104,23 @@ def test_the_last_step_is_saved_when_it_is_not_a_checkpoint_step(run_copy, tmp_p
         assert f"done: step {max_steps}" in out.stdout
         assert torch.load(run_copy / "last.ckpt", weights_only=True, mmap=True)["global_step"] == max_steps
     assert "resuming from " + str(run_copy / "last.ckpt") in out.stderr
+
+
+def test_final_checkpoint_saves_only_steps_nothing_else_saved():
+    """No second save of a step ModelCheckpoint saved (a multiple of every_n_steps) or the preemption callback
+    saved; every other final step is saved, and every step when periodic checkpoints are off."""
+    from types import SimpleNamespace
+
+    from mav_train.callbacks.final_checkpoint import FinalCheckpoint
+    from mav_train.callbacks.preemption import Preemption
+
+    preemption = Preemption("unused.ckpt")
+    final = FinalCheckpoint("last.ckpt", every_n_steps=5)
+
+    def trainer(step):
+        return SimpleNamespace(global_step=step, callbacks=[preemption, final])
+
+    assert [s for s in range(12) if final.needs_save(trainer(s))] == [1, 2, 3, 4, 6, 7, 8, 9, 11]
+    preemption.saved_step = 7
+    assert not final.needs_save(trainer(7)) and final.needs_save(trainer(8))
+    assert FinalCheckpoint("last.ckpt", every_n_steps=0).needs_save(trainer(10))

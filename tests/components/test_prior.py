@@ -126,7 +126,8 @@ def test_text_prefix_computed_once_gives_the_same_predictions_and_samples():
         return prior.generate(captions, num_candidates=2, generator=torch.Generator().manual_seed(0))
 
     cached = embeddings()
-    prior.network_fn = lambda net, cond, b: DiffusionComponent.network_fn(prior, net, cond, b)  # full sequence
+    prior.network_fn = lambda net, cond, b, estimate=None: DiffusionComponent.network_fn(prior, net, cond, b,
+                                                                                         estimate)  # full sequence
     assert torch.allclose(cached, embeddings(), atol=1e-5)
 
 
