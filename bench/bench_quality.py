@@ -7,7 +7,10 @@
 - clip: zero-shot accuracy of the toy CLIP on held-out images: its caption against every caption that differs
   in exactly one attribute (colour, background, shape, position, size).
 - decoder: samples conditioned on the CLIP image embeddings of ``--num`` held-out toy images (seed 1; the demo
-  data is seed 0), with the recipe's sampling settings, judged against the held-out captions.
+  data is seed 0), with the recipe's sampling settings, judged against the held-out captions; and two readings
+  behind the judge's shape accuracy (``mav_train.evaluation.shape_probe``): ``behind_circles`` (for non-circles,
+  is the best non-circle template the true shape; chance 0.25) and ``shape_swap`` (16 held-out scenes drawn as
+  each shape, sampled from one noise: does the decoder draw the shape it is told).
 - prior: text -> image through the demo prior and the decoder (the `generate` verb's code), on ``--num`` held-out
   prompts whose colour x shape pair the prior never read (its recipe's ``data.holdout_pairs``), judged against
   the prompts; and the cosine between the prior's embedding and the true image's CLIP embedding (median, mean),
@@ -46,6 +49,7 @@ from mav_train.components.registry import load_component
 from mav_train.evaluation.clip_zero_shot import toy_zero_shot
 from mav_train.evaluation.embedding_probe import AttributeProbe, fit_probe
 from mav_train.evaluation.learned_motion import frame_change, same_noise_sample
+from mav_train.evaluation.shape_probe import behind_circles, shape_swap
 from mav_train.evaluation.super_res import sr_measures
 from mav_train.evaluation.toy_judge import score_images, score_videos
 
@@ -84,7 +88,9 @@ def judge_decoder(module, num: int, seed: int = 0, batch: int = 32) -> dict:
         chunk = images[start:start + batch]
         cond = Conditions(image_emb=module.clip.encode_image(chunk))
         samples.append(module.sample(cond, tuple(chunk.shape), generator=generator))
-    return score_images(torch.cat(samples), captions).as_dict()
+    samples = torch.cat(samples)
+    return {**score_images(samples, captions).as_dict(), "behind_circles": behind_circles(samples, captions),
+            "shape_swap": shape_swap(module, num=min(num, 16))}
 
 
 @torch.no_grad()
@@ -293,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     if decoder is not None:
         report["decoder"] = judge_decoder(decoder, args.num)
         print("decoder:", _fmt(report["decoder"]))
+        print("decoder, behind the circles:", _fmt(report["decoder"]["behind_circles"]))
+        for shape, reading in report["decoder"]["shape_swap"].items():
+            print(f"decoder, told {shape}:", _fmt(reading))
     prior_path = args.prior or _existing(runs / "prior" / "last.ckpt")
     if prior_path:
         prior = load_component(prior_path)

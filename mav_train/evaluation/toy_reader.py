@@ -115,13 +115,19 @@ def _fit_size(shape: str, cx: float, cy: float, area: float, resolution: int) ->
     return size, template(shape, cx, cy, size, resolution)
 
 
-def _best_shape(mask: np.ndarray, cx: float, cy: float, area: float) -> tuple[str, float, float]:
-    """(shape, size fraction, IoU) of the template that fits ``mask`` best."""
-    fits = []
+def shape_fits(mask: np.ndarray, cx: float, cy: float, area: float) -> dict[str, tuple[float, float]]:
+    """Per shape, (IoU, size fraction) of its template centred at (cx, cy) (fractions) at the size that paints
+    ``area``, against the soft ``mask``."""
+    fits = {}
     for shape in SHAPES:
         size, drawn = _fit_size(shape, cx, cy, area, mask.shape[0])
-        fits.append((soft_iou(mask, drawn), shape, size))
-    iou, shape, size = max(fits)
+        fits[shape] = (soft_iou(mask, drawn), size)
+    return fits
+
+
+def _best_shape(mask: np.ndarray, cx: float, cy: float, area: float) -> tuple[str, float, float]:
+    """(shape, size fraction, IoU) of the template that fits ``mask`` best."""
+    iou, shape, size = max((iou, shape, size) for shape, (iou, size) in shape_fits(mask, cx, cy, area).items())
     return shape, size, iou
 
 
