@@ -26,7 +26,7 @@ def test_circles_drawn_for_every_shape_stay_near_chance():
     scenes = heldout_scenes(64, 1)
     circles = [dataclasses.replace(s, shape="circle") for s in scenes]
     result = behind_circles(scene_images(circles, 32), [caption_of(s) for s in scenes])
-    assert result["share"] <= 0.5, result  # one non-circle template fits a disc best, whatever the truth
+    assert result["share"] <= 0.4, result  # one non-circle template fits a disc best, whatever the truth (0.25)
 
 
 def test_template_fits_name_the_drawn_shape_and_refuse_noise():
@@ -75,6 +75,14 @@ def test_shape_swap_runs_a_real_decoder():
 
     torch.manual_seed(0)
     module = component_class("decoder")(load_config("demo/decoder", OVERRIDES)).eval()
+    with torch.no_grad():  # a fresh UNet's output conv is zero: give it weights, so that samples follow the condition
+        for p in module.ema_network.parameters():
+            p.add_(0.05 * torch.randn_like(p))
     report = shape_swap(module, num=4)
-    assert set(report) == set(SHAPES) and report["circle"]["sample_change"] == 0.0
-    assert all(0.0 <= r["read"] <= 1.0 and -1.0 <= r["embedding_cos"] <= 1.0 + 1e-6 for r in report.values())
+    assert set(report) == set(SHAPES)
+    assert report["circle"]["embedding_cos"] == pytest.approx(1.0)
+    # Each shape's own embedding reaches the sampler: the noise is the same, so only the embedding can move the
+    # sample (the tests' CLIP is the untrained stand-in, whose embeddings differ only slightly between shapes).
+    for shape in SHAPES[1:]:
+        assert report[shape]["sample_change"] > 1e-4, report[shape]
+    assert all(0.0 <= r["read"] <= 1.0 for r in report.values())
