@@ -4,7 +4,10 @@ The recipe's UNet is trained on freshly drawn toy images, with the recipe's lear
 dropout, either as a pure renderer (``--objective renderer``: at the noisiest timestep only, t = T - 1, its x0
 prediction from pure noise; its predictions for held-out scenes are judged) or as the recipe's diffusion model
 (``--objective diffusion``: the recipe's timesteps and loss; samples drawn with the recipe's sampler, steps, eta and
-guidance are judged), conditioned on
+guidance are judged), or as a denoiser at one timestep (``--objective band --band-t 600``: the held-out images noised
+to that t with one fixed draw, one x0 prediction each judged; at t = 600 the noisy input shows where the blob is and
+not its outline, so this isolates drawing the outline the conditioning names, the step sessions 32-34 found slow),
+conditioned on
 
 - ``attributes``: the exact scene (one-hot shape, colour and background; x, y and size), zero-padded to cond_dim;
 - ``caption-attributes``: the same with x, y and size cut to what a caption says (left / centre / right, top /
@@ -23,6 +26,7 @@ about 7 minutes per 3600 renderer steps, 13 minutes per 7200 diffusion steps): s
     python -m bench.bench_renderer --cond attributes --steps 3600
     python -m bench.bench_renderer --cond clip --clip RUN/clip/open_clip_weights.pt --steps 3600
     python -m bench.bench_renderer --cond attributes --objective diffusion --steps 7200
+    python -m bench.bench_renderer --cond clip --clip RUN/clip/open_clip_weights.pt --objective band --steps 3000
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ from mav_train.evaluation.toy_judge import score_images
 from mav_train.nn.unet import UNet
 
 CONDITIONS = ("attributes", "caption-attributes", "rotated", "clip", "clip-whitened")
-OBJECTIVES = ("renderer", "diffusion")
+OBJECTIVES = ("renderer", "diffusion", "band")
 ATTRIBUTE_DIMS = len(SHAPES) + 2 * len(COLORS) + 3
 Conditioner = Callable[[list[Scene], torch.Tensor], torch.Tensor]
 
@@ -130,9 +134,9 @@ def whitening(embed: Conditioner, resolution: int, num: int = 4096, seed: int = 
 
 
 def train_renderer(cfg: DictConfig, condition: Conditioner, steps: int, batch: int, seed: int = 0,
-                   objective: str = "renderer") -> UNet:
-    """The recipe's UNet trained ``steps`` steps at t = T - 1 (``objective="renderer"``) or at the recipe's training
-    timesteps (``"diffusion"``); returns its EMA copy."""
+                   objective: str = "renderer", band_t: int = 600) -> UNet:
+    """The recipe's UNet trained ``steps`` steps at t = T - 1 (``objective="renderer"``), at the recipe's training
+    timesteps (``"diffusion"``) or at t = ``band_t`` (``"band"``); returns its EMA copy."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = UNet(cfg.unet)
@@ -146,10 +150,10 @@ def train_renderer(cfg: DictConfig, condition: Conditioner, steps: int, batch: i
             group["lr"] = cfg.optim.lr * min(1.0, (step + 1) / warmup) * cosine
         scenes = [random_scene(rng, moving=False) for _ in range(batch)]
         x0 = scene_images(scenes, cfg.data.resolution)
-        if objective == "renderer":
-            t = torch.full((batch,), diffusion.num_timesteps - 1)
-        else:
+        if objective == "diffusion":
             t = diffusion.sample_timesteps(batch, x0.device)
+        else:
+            t = torch.full((batch,), _fixed_t(objective, band_t, diffusion))
         noise = torch.randn_like(x0)
         drop = torch.rand(batch) < cfg.model.p_drop_image_emb
         out = net(diffusion.q_sample(x0, t, noise), t, image_emb=condition(scenes, x0), drop_image=drop)
@@ -164,10 +168,19 @@ def train_renderer(cfg: DictConfig, condition: Conditioner, steps: int, batch: i
     return ema.eval()
 
 
+def _fixed_t(objective: str, band_t: int, diffusion: GaussianDiffusion) -> int:
+    if objective == "renderer":
+        return diffusion.num_timesteps - 1
+    if not 0 <= band_t < diffusion.num_timesteps:
+        raise ValueError(f"--band-t must be in [0, {diffusion.num_timesteps}), got {band_t}")
+    return band_t
+
+
 def judge_renderer(net: UNet, cfg: DictConfig, condition: Conditioner, num: int,
-                   objective: str = "renderer") -> dict[str, float]:
-    """The judge's scores for ``num`` held-out scenes (seed 1): of the renderer's predictions, or of samples drawn
-    with the recipe's sampler settings (``objective="diffusion"``)."""
+                   objective: str = "renderer", band_t: int = 600) -> dict[str, float]:
+    """The judge's scores for ``num`` held-out scenes (seed 1): of the renderer's predictions, of samples drawn
+    with the recipe's sampler settings (``objective="diffusion"``), or of one x0 prediction from the held-out images
+    noised to ``band_t`` (``"band"``)."""
     scenes = heldout_scenes(num, 1)
     images = scene_images(scenes, cfg.data.resolution)
     diffusion = GaussianDiffusion(cfg.diffusion)
@@ -175,8 +188,10 @@ def judge_renderer(net: UNet, cfg: DictConfig, condition: Conditioner, num: int,
     x_t = torch.randn(images.shape, generator=generator)
     emb = condition(scenes, images)
     with torch.no_grad():
-        if objective == "renderer":
-            t = torch.full((num,), diffusion.num_timesteps - 1)
+        if objective != "diffusion":
+            t = torch.full((num,), _fixed_t(objective, band_t, diffusion))
+            if objective == "band":
+                x_t = diffusion.q_sample(images, t, x_t)
             x0 = diffusion.predict_x0(x_t, t, net(x_t, t, image_emb=emb)).clamp(-1, 1)
         else:
             def fn(x: torch.Tensor, t: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
@@ -196,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser.add_argument("--steps", type=int, default=3600)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--num", type=int, default=64, help="held-out scenes judged")
+    parser.add_argument("--band-t", type=int, default=600, help="the timestep of --objective band")
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides of the recipe")
     args = parser.parse_args(argv)
     if args.cond.startswith("clip") and not args.clip:
@@ -206,10 +222,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     overrides = plain + list(args.overrides) + ([f"clip.pretrained={args.clip}"] if args.clip else [])
     cfg = load_config(args.recipe, overrides)
     condition = conditioner(args.cond, cfg)
-    net = train_renderer(cfg, condition, args.steps, args.batch, objective=args.objective)
-    scores = judge_renderer(net, cfg, condition, args.num, objective=args.objective)
+    net = train_renderer(cfg, condition, args.steps, args.batch, objective=args.objective, band_t=args.band_t)
+    scores = judge_renderer(net, cfg, condition, args.num, objective=args.objective, band_t=args.band_t)
     shown = " ".join(f"{key}={value:.3f}" for key, value in scores.items())
-    print(f"{args.objective}: cond={args.cond} steps={args.steps} batch={args.batch} n={args.num} {shown}")
+    at = f" t={args.band_t}" if args.objective == "band" else ""
+    print(f"{args.objective}{at}: cond={args.cond} steps={args.steps} batch={args.batch} n={args.num} {shown}")
     return scores
 
 

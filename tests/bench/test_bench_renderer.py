@@ -82,3 +82,37 @@ def test_whitening_gives_unit_covariance():
     scenes = heldout_scenes(1024, 1)
     white = (embed(scenes, None) - mean) @ matrix
     assert torch.allclose(torch.cov(white.T), torch.eye(8), atol=0.15)
+
+
+def test_band_judges_one_prediction_from_the_noised_held_out_images():
+    from bench.bench_renderer import judge_renderer
+    from datamodules.heldout import scene_images
+
+    cfg = load_config("demo/decoder", TINY + ["diffusion.self_condition=false", "unet.extra_in_channels=0"])
+    truth = scene_images(heldout_scenes(16, 1), cfg.data.resolution)
+    seen = {}
+
+    def copies_the_truth(x_t, t, image_emb):  # an x0-predicting net that knows the answer
+        seen["t"] = t
+        return truth
+
+    def returns_its_input(x_t, t, image_emb):
+        return x_t
+
+    attributes = conditioner("attributes", cfg)
+    exact = judge_renderer(copies_the_truth, cfg, attributes, 16, objective="band", band_t=600)
+    assert exact["shape"] >= 0.9 and exact["background"] >= 0.9
+    assert torch.all(seen["t"] == 600)
+    noisy = judge_renderer(returns_its_input, cfg, attributes, 16, objective="band", band_t=600)
+    assert noisy["readable"] <= 0.25  # the noised input itself does not show the shape
+    barely = judge_renderer(returns_its_input, cfg, attributes, 16, objective="band", band_t=0)
+    assert barely["shape"] >= 0.9  # ... and at t = 0 it is the held-out image
+    with pytest.raises(ValueError, match="band-t"):
+        judge_renderer(returns_its_input, cfg, attributes, 4, objective="band", band_t=1000)
+
+
+def test_tiny_band_run_prints_the_judges_scores(capsys):
+    scores = main(["--cond", "attributes", "--objective", "band", "--band-t", "300", "--steps", "2", "--batch", "2",
+                   "--num", "4", *TINY])
+    assert {"background", "shape", "readable"} <= set(scores)
+    assert "band t=300: cond=attributes steps=2" in capsys.readouterr().out
