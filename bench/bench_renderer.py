@@ -221,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     plain = ["diffusion.self_condition=false", "unet.extra_in_channels=0", "diffusion.guidance_interval=null"]
     overrides = plain + list(args.overrides) + ([f"clip.pretrained={args.clip}"] if args.clip else [])
     cfg = load_config(args.recipe, overrides)
+    if args.objective == "band" and not 0 <= args.band_t < cfg.diffusion.timesteps:
+        parser.error(f"--band-t must be in [0, {cfg.diffusion.timesteps}), got {args.band_t}")
     condition = conditioner(args.cond, cfg)
     net = train_renderer(cfg, condition, args.steps, args.batch, objective=args.objective, band_t=args.band_t)
     scores = judge_renderer(net, cfg, condition, args.num, objective=args.objective, band_t=args.band_t)

@@ -67,6 +67,12 @@ def test_tiny_diffusion_run_samples_and_prints_the_judges_scores(capsys):
     assert "diffusion: cond=caption-attributes steps=2" in capsys.readouterr().out
 
 
+def test_band_timestep_outside_the_schedule_is_refused_before_training(capsys):
+    with pytest.raises(SystemExit):
+        main(["--objective", "band", "--band-t", "1000", "--steps", "1", *TINY])
+    assert "--band-t must be in [0, 1000), got 1000" in capsys.readouterr().err
+
+
 def test_clip_condition_needs_a_weights_file():
     with pytest.raises(SystemExit):
         main(["--cond", "clip", "--steps", "1"])
