@@ -52,6 +52,8 @@ from datamodules.toy_world import (
     caption_of,
     random_scene,
 )
+from mav_train.components.clip_source import build_frozen_clip
+from mav_train.components.repa import build_repa
 from mav_train.config.load import load_config
 from mav_train.diffusion import GaussianDiffusion
 from mav_train.evaluation.toy_judge import score_images
@@ -106,8 +108,6 @@ def conditioner(kind: str, cfg: DictConfig) -> Conditioner:
         matrix = rotation(dim)
         return lambda scenes, images: attribute_vector(scenes, dim) @ matrix
     if kind.startswith("clip"):
-        from mav_train.components.clip_source import build_frozen_clip
-
         clip = build_frozen_clip(cfg)
 
         def embed(scenes: list[Scene], images: torch.Tensor) -> torch.Tensor:
@@ -136,13 +136,16 @@ def whitening(embed: Conditioner, resolution: int, num: int = 4096, seed: int = 
 def train_renderer(cfg: DictConfig, condition: Conditioner, steps: int, batch: int, seed: int = 0,
                    objective: str = "renderer", band_t: int = 600) -> UNet:
     """The recipe's UNet trained ``steps`` steps at t = T - 1 (``objective="renderer"``), at the recipe's training
-    timesteps (``"diffusion"``) or at t = ``band_t`` (``"band"``); returns its EMA copy."""
+    timesteps (``"diffusion"``) or at t = ``band_t`` (``"band"``); returns its EMA copy. With ``repa.weight > 0``
+    the loss adds REPA's alignment of the UNet's middle features with the recipe CLIP's (``repa.*``)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = UNet(cfg.unet)
     ema = copy.deepcopy(net).requires_grad_(False)
     diffusion = GaussianDiffusion(cfg.diffusion)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr, weight_decay=0.0)
+    repa_head, repa_features = build_repa(cfg, net, build_frozen_clip(cfg)) if cfg.repa.weight > 0 else (None, None)
+    trained = list(net.parameters()) + (list(repa_head.parameters()) if repa_head is not None else [])
+    optimizer = torch.optim.AdamW(trained, lr=cfg.optim.lr, weight_decay=0.0)
     warmup = max(1, cfg.optim.warmup_steps)
     for step in range(steps):
         cosine = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps))
@@ -156,8 +159,12 @@ def train_renderer(cfg: DictConfig, condition: Conditioner, steps: int, batch: i
             t = torch.full((batch,), _fixed_t(objective, band_t, diffusion))
         noise = torch.randn_like(x0)
         drop = torch.rand(batch) < cfg.model.p_drop_image_emb
-        out = net(diffusion.q_sample(x0, t, noise), t, image_emb=condition(scenes, x0), drop_image=drop)
+        capture = {} if repa_head is not None else None
+        out = net(diffusion.q_sample(x0, t, noise), t, image_emb=condition(scenes, x0), drop_image=drop,
+                  capture=capture)
         loss = diffusion.loss(out, x0, noise, t)
+        if repa_head is not None:
+            loss = loss + cfg.repa.weight * repa_head.loss(capture["middle"], repa_features(x0))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

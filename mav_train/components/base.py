@@ -22,6 +22,7 @@ from typing_extensions import override
 from datamodules.skips import SkipTally
 from mav_train.components.clip_source import CLIP_FINGERPRINT_KEY, build_frozen_clip
 from mav_train.components.param_groups import lr_scale_groups
+from mav_train.components.repa import RepaHead, build_repa
 from mav_train.config.load import config_from_container
 from mav_train.config.validate import self_condition_problem
 from mav_train.diffusion import GaussianDiffusion
@@ -148,6 +149,10 @@ class TrainableComponent(L.LightningModule):
             raise ValueError("no trainable parameters: every optim.lr_scales group has scale 0")
         return groups
 
+    def extra_param_groups(self) -> list[dict]:
+        """AdamW groups of trained modules outside ``trained_module()`` (the REPA projector), at ``optim.lr``."""
+        return []
+
     @override
     def setup(self, stage: str) -> None:
         # Freeze before the strategy wraps the model: DDP records at wrapping which parameters will get gradients.
@@ -157,7 +162,7 @@ class TrainableComponent(L.LightningModule):
     @override
     def configure_optimizers(self):
         o = self.cfg.optim
-        groups = self.lr_scaled_groups()
+        groups = self.lr_scaled_groups() + self.extra_param_groups()
         # The fused kernel where torch has one (CPU, CUDA): measured on the demo decoder's 3M parameters on 2 CPU
         # cores, 4.4 ms per step against 15.9 ms for torch's CPU default (a Python loop over the parameters).
         fused = uses_fused_adamw(self.cfg.trainer.precision) and all(
@@ -185,6 +190,12 @@ class DiffusionComponent(TrainableComponent):
         self.ema_network: UNet | None = None
         if cfg.ema.enabled:
             self.ema_network = copy.deepcopy(self.network).requires_grad_(False)
+        # REPA (repa.weight > 0): a projector trained beside the network, and the frozen CLIP's feature reader
+        # (a runtime object, like the CLIP itself).
+        self.repa_head: RepaHead | None = None
+        self.__dict__["_repa_features"] = None
+        if cfg.repa.weight > 0:
+            self.repa_head, self.__dict__["_repa_features"] = build_repa(cfg, self.network, self.clip)
         self.configure_trainable()
 
     # ----- what a component decides -------------------------------------------------------------------------
@@ -220,7 +231,8 @@ class DiffusionComponent(TrainableComponent):
         return {"drop_image": drop_image, "drop_text": drop_text}
 
     def diffusion_loss(self, x0: Tensor, cond: Conditions, generator: torch.Generator | None = None,
-                       dropout: bool = True) -> Tensor:
+                       dropout: bool = True, capture: dict | None = None) -> Tensor:
+        """The diffusion loss of one batch; ``capture`` (a dict) receives the network's middle features."""
         b = x0.shape[0]
         t = self.diffusion.sample_timesteps(b, x0.device, generator=generator)
         noise = self.diffusion.noise(tuple(x0.shape), device=x0.device, dtype=x0.dtype, generator=generator)
@@ -230,7 +242,7 @@ class DiffusionComponent(TrainableComponent):
         if self.cfg.diffusion.self_condition:
             estimate = self.self_condition_estimate(x_t, t, kwargs, drops, generator)
             kwargs["extra"] = with_estimate(estimate, cond.extra)
-        out = self.network(self.network_input(x_t, cond.extra), t, **kwargs, **drops)
+        out = self.network(self.network_input(x_t, cond.extra), t, **kwargs, **drops, capture=capture)
         return self.diffusion.loss(out, x0, noise, t)
 
     def self_condition_estimate(self, x_t: Tensor, t: Tensor, kwargs: dict, drops: dict,
@@ -276,11 +288,28 @@ class DiffusionComponent(TrainableComponent):
     @override
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         x0, cond = self.prepare_batch(batch)
-        loss = self.diffusion_loss(x0, cond)
+        capture = {} if self.repa_head is not None else None
+        loss = self.diffusion_loss(x0, cond, capture=capture)
+        if capture is not None:
+            loss = loss + self.cfg.repa.weight * self.repa_loss(capture["middle"], x0)
         loss = loss + self.extra_losses(batch)
         self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=x0.shape[0])
         self._log_skips(batch)
         return loss
+
+    def repa_loss(self, features: Tensor, x0: Tensor) -> Tensor:
+        """REPA's alignment loss (logged as ``train/repa``) between the network's middle ``features`` and the
+        frozen CLIP's features of the clean ``x0``."""
+        self.clip  # noqa: B018 - moves the CLIP (which the feature reader holds) to this module's device
+        loss = self.repa_head.loss(features, self.__dict__["_repa_features"](x0))
+        self.log("train/repa", loss, on_step=True, batch_size=x0.shape[0])
+        return loss
+
+    @override
+    def extra_param_groups(self) -> list[dict]:
+        if self.repa_head is None:
+            return []
+        return [{"params": list(self.repa_head.parameters()), "lr": self.cfg.optim.lr, "name": "repa"}]
 
     def extra_losses(self, batch: dict) -> Tensor | float:
         """Hook for joint objectives (e.g. image batches mixed into video training)."""

@@ -252,6 +252,20 @@ class EMAConfig:
 
 
 @dataclass
+class RepaConfig:
+    """Representation alignment (REPA, Yu et al. 2024): an extra training loss that asks the UNet's middle
+    features, through a small trained projector, to match (cosine per position) the frozen CLIP image tower's
+    features of the clean training image. The denoiser then has to recover, from a noisy input, what the CLIP
+    sees in the clean one: on the toy world that includes the shape's outline (docs/results.md, session 35)."""
+
+    weight: float = 0.0  # 0 = off
+    # The module of the CLIP image tower whose output is the target, by its name in
+    # ``clip.model.visual.named_modules()``: e.g. ``layer2`` (ModifiedResNet), ``transformer.resblocks.7`` (ViT).
+    encoder_layer: str = "layer2"
+    projector_dim: int = 256  # hidden width of the projector (two 1x1 convolutions)
+
+
+@dataclass
 class MaskConfig:
     """↑F training masks: which frames of a clip are known. The modes are mixed by these (relative) ratios; our
     choice, the paper gives none (Open-Sora-Plan mixes image-to-video : transition : continuation 5 : 4 : 1,
@@ -413,6 +427,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
+    repa: RepaConfig = field(default_factory=RepaConfig)
     model: ComponentConfig = field(default_factory=ComponentConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)

@@ -206,6 +206,7 @@ class UNet(nn.Module):
         drop_text: Tensor | None = None,
         extra: Tensor | None = None,
         aug_level: Tensor | None = None,
+        capture: dict | None = None,
     ) -> Tensor:
         """Predict the diffusion target for a noisy batch.
 
@@ -221,6 +222,8 @@ class UNet(nn.Module):
             extra: ``b e h w`` / ``b e t h w`` channels concatenated to ``x`` (e = extra_in_channels).
             aug_level: ``(b,)`` noise-augmentation timestep of the low-res input in ``extra`` (aug_level_cond
                 only, then required).
+            capture: a dict that receives the middle blocks' output (``"middle"``: ``b c h w`` / ``b c t h w``),
+                for losses on the network's features (``repa``).
 
         Returns:
             ``x``'s layout with out_channels channels.
@@ -253,6 +256,8 @@ class UNet(nn.Module):
             skips.append(h)
         for block in self.middle:
             h = self._run(block, h, emb, context, context_mask, temporal_emb)
+        if capture is not None:
+            capture["middle"] = h
         for block in self.up:
             if isinstance(block, Upsample):
                 h = self._run(block, h)

@@ -122,3 +122,10 @@ def test_tiny_band_run_prints_the_judges_scores(capsys):
                    "--num", "4", *TINY])
     assert {"background", "shape", "readable"} <= set(scores)
     assert "band t=300: cond=attributes steps=2" in capsys.readouterr().out
+
+
+def test_tiny_band_run_with_repa_runs(capsys):
+    scores = main(["--cond", "attributes", "--objective", "band", "--steps", "2", "--batch", "2", "--num", "4", *TINY,
+                   "clip.pretrained=null", "repa.weight=0.1"])
+    assert {"background", "shape", "readable"} <= set(scores)
+    assert "band t=600: cond=attributes steps=2" in capsys.readouterr().out
