@@ -112,6 +112,10 @@ def validate(cfg: DictConfig, components: Iterable[str]) -> None:
                           "and never cached, and this config has no data.image_shards: leave it 0")
     if cfg.data.num_workers < 0:
         raise ConfigError(f"invalid value for 'data.num_workers': {cfg.data.num_workers} must be >= 0")
+    if cfg.repa.weight < 0:
+        raise ConfigError(f"invalid value for 'repa.weight': {cfg.repa.weight} must be >= 0 (0 = off)")
+    if cfg.repa.weight > 0 and cfg.repa.projector_dim < 1:
+        raise ConfigError(f"invalid value for 'repa.projector_dim': {cfg.repa.projector_dim} must be >= 1")
     if not 0.0 < cfg.model.sample_strength <= 1.0:
         raise ConfigError(f"invalid value for 'model.sample_strength': {cfg.model.sample_strength} must lie in (0, 1]")
     if not 0.0 <= cfg.model.p_drop_image_emb <= 1.0 or not 0.0 <= cfg.model.p_drop_text <= 1.0:

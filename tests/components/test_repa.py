@@ -10,9 +10,10 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from datamodules.toy_world import caption_of, draw_scene, random_scene
-from mav_train.components.registry import component_class, load_component
+from mav_train.components.registry import COMPONENTS, component_class, load_component
 from mav_train.components.repa import RepaHead, as_map
-from mav_train.config.load import load_config
+from mav_train.config.load import ConfigError, load_config
+from mav_train.config.validate import validate
 
 TINY = ["logger=none", "clip.pretrained=null", "unet.base_channels=16", "unet.channel_mults=[1,2,4]",
         "unet.attention_levels=[4]", "diffusion.self_condition=false", "unet.extra_in_channels=0",
@@ -49,6 +50,14 @@ def test_an_unknown_clip_layer_is_named():
     cfg = load_config("demo/decoder", [*TINY, "repa.weight=0.1", "repa.encoder_layer=layer9"])
     with pytest.raises(ValueError, match="repa.encoder_layer: 'layer9' is not a module"):
         component_class("decoder")(cfg)
+
+
+@pytest.mark.parametrize("override, key", [("repa.weight=-0.1", "repa.weight"),
+                                           ("repa.projector_dim=0", "repa.projector_dim")])
+def test_bad_repa_values_fail_at_load_naming_the_key(override, key):
+    cfg = load_config("demo/decoder", [*TINY, "repa.weight=0.1", override])
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        validate(cfg, COMPONENTS)
 
 
 def test_the_prior_refuses_repa():
