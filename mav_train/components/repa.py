@@ -53,7 +53,12 @@ class ClipFeatures:
         self.clip = clip
         self.layer = layer
         self._out: list[Tensor] = []
-        modules[layer].register_forward_hook(lambda _module, _inputs, output: self._out.append(output))
+        self._armed = False  # the hook keeps outputs only during this reader's own pass: the CLIP also embeds
+        modules[layer].register_forward_hook(self._keep)  # conditions, and sampling never calls the reader
+
+    def _keep(self, _module: nn.Module, _inputs: tuple, output: Tensor) -> None:
+        if self._armed:
+            self._out.append(output)
 
     @torch.no_grad()
     def __call__(self, images: Tensor) -> Tensor:
@@ -61,7 +66,11 @@ class ClipFeatures:
         if images.ndim == 5:
             images = rearrange(images, "b c t h w -> (b t) c h w")
         self._out.clear()
-        self.clip.model.encode_image(self.clip.preprocess(images))
+        self._armed = True
+        try:
+            self.clip.model.encode_image(self.clip.preprocess(images))
+        finally:
+            self._armed = False
         if not self._out:
             raise RuntimeError(f"repa.encoder_layer {self.layer!r} did not run in the CLIP image tower's forward")
         out = self._out[0]

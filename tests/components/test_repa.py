@@ -66,6 +66,15 @@ def test_the_prior_refuses_repa():
         component_class("prior")(cfg)
 
 
+def test_the_feature_reader_keeps_nothing_from_other_passes_of_the_clip():
+    module = component_class("decoder")(load_config("demo/decoder", [*TINY, "repa.weight=0.1"]))
+    reader = module.__dict__["_repa_features"]
+    for _ in range(3):  # conditioning and sampling embed images through the same CLIP, without the reader
+        module.clip.encode_image(torch.zeros(2, 3, 32, 32))
+    assert reader._out == []
+    assert reader(torch.zeros(2, 3, 32, 32)).shape[0] == 2 and reader._out == []
+
+
 def test_off_by_default_no_projector_and_no_optimizer_group():
     module = component_class("decoder")(load_config("demo/decoder", TINY))
     assert module.repa_head is None
