@@ -291,7 +291,7 @@ class DiffusionComponent(TrainableComponent):
         capture = {} if self.repa_head is not None else None
         loss = self.diffusion_loss(x0, cond, capture=capture)
         if capture is not None:
-            loss = loss + self.cfg.repa.weight * self.repa_loss(capture["middle"], x0)
+            loss = loss + self.cfg.repa.weight * self.repa_loss(capture[self.cfg.repa.unet_feature], x0)
         loss = loss + self.extra_losses(batch)
         self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=x0.shape[0])
         self._log_skips(batch)

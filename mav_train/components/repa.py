@@ -1,5 +1,5 @@
 """Representation alignment (REPA; Yu et al. 2024, "Representation Alignment for Generation") for the UNet
-components: a training loss that asks the UNet's middle features on the noisy input to predict, through a small
+components: a training loss that asks the UNet's middle features (or an encoder block's, ``repa.unet_feature``) on the noisy input to predict, through a small
 projector trained with it, the frozen CLIP image tower's features of the clean image (``repa.*`` in the config).
 
 Why a diffusion decoder wants it: its x0 loss rewards an outline only by the few pixels where outlines differ,
@@ -106,5 +106,5 @@ def build_repa(cfg, network: nn.Module, clip: FrozenCLIP) -> tuple[RepaHead, Cli
     reader = ClipFeatures(clip, cfg.repa.encoder_layer)
     size = clip.image_size
     probe = reader(torch.zeros(1, 3, size, size, device=next(clip.parameters()).device))
-    middle = cfg.unet.base_channels * cfg.unet.channel_mults[-1]
-    return RepaHead(middle, probe.shape[1], cfg.repa.projector_dim), reader
+    channels = network.feature_channels(cfg.repa.unet_feature)
+    return RepaHead(channels, probe.shape[1], cfg.repa.projector_dim), reader

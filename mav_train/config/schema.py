@@ -263,6 +263,9 @@ class RepaConfig:
     # ``clip.model.visual.named_modules()``: e.g. ``layer2`` (ModifiedResNet), ``transformer.resblocks.7`` (ViT).
     encoder_layer: str = "layer2"
     projector_dim: int = 256  # hidden width of the projector (two 1x1 convolutions)
+    # Which UNet feature is aligned: "middle" (the bottleneck's output) or "down.K", the output of encoder block K
+    # (UNet.down, downsamplers counted). The projection is resized to the CLIP layer's grid when they differ.
+    unet_feature: str = "middle"
 
 
 @dataclass

@@ -109,6 +109,7 @@ class UNet(nn.Module):
         self.input_conv = FrameConv2d((cfg.in_channels + cfg.extra_in_channels) * patch**2, base, 3, padding=1)
         nn.init.zeros_(self.input_conv.weight[:, cfg.in_channels * patch**2 :])
         skip_channels = self._build_down()
+        self._down_channels = skip_channels[1:]  # the output width of each block of self.down, in order
         self._build_middle()
         self._build_up(skip_channels)
         self.out_norm = FrameGroupNorm(self.norm_groups, base * cfg.channel_mults[0])
@@ -182,6 +183,15 @@ class UNet(nn.Module):
                 names.extend(f"{module_name}.{key}" for key in module.state_dict())
         return sorted(names)
 
+    def feature_channels(self, name: str) -> int:
+        """The width of a feature ``forward(capture=...)`` hands over: ``"middle"`` or ``"down.K"``."""
+        if name == "middle":
+            return self.cfg.base_channels * self.cfg.channel_mults[-1]
+        if name.startswith("down.") and name[5:].isdigit() and int(name[5:]) < len(self._down_channels):
+            return self._down_channels[int(name[5:])]
+        raise ValueError(f"repa.unet_feature: {name!r} is not a feature of this UNet; it has 'middle' and "
+                         f"'down.0' to 'down.{len(self._down_channels) - 1}' (encoder blocks, downsamplers included)")
+
     def temporal_parameter_names(self) -> list[str]:
         """Sorted state-dict keys of the video-only layers (temporal convs/attention, fps embedding)."""
         return sorted(self._temporal_names)
@@ -222,8 +232,9 @@ class UNet(nn.Module):
             extra: ``b e h w`` / ``b e t h w`` channels concatenated to ``x`` (e = extra_in_channels).
             aug_level: ``(b,)`` noise-augmentation timestep of the low-res input in ``extra`` (aug_level_cond
                 only, then required).
-            capture: a dict that receives the middle blocks' output (``"middle"``: ``b c h w`` / ``b c t h w``),
-                for losses on the network's features (``repa``).
+            capture: a dict that receives the middle blocks' output (``"middle"``: ``b c h w`` / ``b c t h w``)
+                and each encoder block's (``"down.K"``, K = index in ``self.down``), for losses on the network's
+                features (``repa``).
 
         Returns:
             ``x``'s layout with out_channels channels.
@@ -247,13 +258,15 @@ class UNet(nn.Module):
         h = self._patchify(x if extra is None else torch.cat([x, extra.to(x.dtype)], dim=1))
         h = self.input_conv(h)
         skips = [h]
-        for block in self.down:
+        for index, block in enumerate(self.down):
             h = (
                 self._run(block, h)
                 if isinstance(block, Downsample)
                 else self._run(block, h, emb, context, context_mask, temporal_emb)
             )
             skips.append(h)
+            if capture is not None:
+                capture[f"down.{index}"] = h
         for block in self.middle:
             h = self._run(block, h, emb, context, context_mask, temporal_emb)
         if capture is not None:

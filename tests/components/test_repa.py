@@ -94,6 +94,28 @@ def test_the_alignment_loss_reaches_the_network_middle():
     assert all(p.grad is None for p in module.network.out_conv.parameters())  # REPA reads the middle only
 
 
+def test_an_encoder_block_can_be_aligned_instead_of_the_middle():
+    torch.manual_seed(0)
+    cfg = load_config("demo/decoder", [*TINY, "repa.weight=0.1", "repa.unet_feature=down.2",
+                                       "repa.encoder_layer=layer1"])
+    module = component_class("decoder")(cfg)
+    assert module.repa_head.project[0].in_channels == 32  # down.2: the second level's block, 16 x 2 channels
+    x0 = torch.rand(4, 3, 32, 32) * 2 - 1
+    _, cond = module.prepare_batch({"image": x0, "caption": ["a"] * 4})
+    capture = {}
+    module.diffusion_loss(x0, cond, capture=capture)
+    assert capture["down.2"].shape[1] == 32
+    module.repa_loss(capture["down.2"], x0).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.network.down[2].parameters())
+    assert all(p.grad is None for p in module.network.middle.parameters())  # nothing after the aligned block
+
+
+def test_an_unknown_unet_feature_is_named():
+    cfg = load_config("demo/decoder", [*TINY, "repa.weight=0.1", "repa.unet_feature=down.9"])
+    with pytest.raises(ValueError, match="repa.unet_feature: 'down.9' is not a feature of this UNet"):
+        component_class("decoder")(cfg)
+
+
 class ToyImages(IterableDataset):
     def __iter__(self):
         rng = np.random.default_rng(0)
