@@ -1,6 +1,7 @@
 """Representation alignment (REPA; Yu et al. 2024, "Representation Alignment for Generation") for the UNet
-components: a training loss that asks the UNet's middle features (or an encoder block's, ``repa.unet_feature``) on the noisy input to predict, through a small
-projector trained with it, the frozen CLIP image tower's features of the clean image (``repa.*`` in the config).
+components: a training loss that asks the UNet's middle features (or an encoder block's, ``repa.unet_feature``) on
+the noisy input to predict, through a small projector trained with it, the frozen CLIP image tower's features of the
+clean image (``repa.*`` in the config).
 
 Why a diffusion decoder wants it: its x0 loss rewards an outline only by the few pixels where outlines differ,
 while the CLIP's features of the clean image differ plainly between shapes. With the features as a second target,
