@@ -116,6 +116,10 @@ def validate(cfg: DictConfig, components: Iterable[str]) -> None:
         raise ConfigError(f"invalid value for 'repa.weight': {cfg.repa.weight} must be >= 0 (0 = off)")
     if cfg.repa.weight > 0 and cfg.repa.projector_dim < 1:
         raise ConfigError(f"invalid value for 'repa.projector_dim': {cfg.repa.projector_dim} must be >= 1")
+    feature = str(cfg.repa.unet_feature)
+    if feature != "middle" and not (feature.startswith("down.") and feature[5:].isdigit()):
+        raise ConfigError(f"invalid value for 'repa.unet_feature': {feature!r} must be 'middle' or 'down.K' (K: an "
+                          f"encoder block's index in UNet.down)")
     if not 0.0 < cfg.model.sample_strength <= 1.0:
         raise ConfigError(f"invalid value for 'model.sample_strength': {cfg.model.sample_strength} must lie in (0, 1]")
     if not 0.0 <= cfg.model.p_drop_image_emb <= 1.0 or not 0.0 <= cfg.model.p_drop_text <= 1.0:

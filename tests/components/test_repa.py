@@ -53,7 +53,8 @@ def test_an_unknown_clip_layer_is_named():
 
 
 @pytest.mark.parametrize("override, key", [("repa.weight=-0.1", "repa.weight"),
-                                           ("repa.projector_dim=0", "repa.projector_dim")])
+                                           ("repa.projector_dim=0", "repa.projector_dim"),
+                                           ("repa.unet_feature=midle", "repa.unet_feature")])
 def test_bad_repa_values_fail_at_load_naming_the_key(override, key):
     cfg = load_config("demo/decoder", [*TINY, "repa.weight=0.1", override])
     with pytest.raises(ConfigError, match=f"'{key}'"):
