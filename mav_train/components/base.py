@@ -232,7 +232,7 @@ class DiffusionComponent(TrainableComponent):
 
     def diffusion_loss(self, x0: Tensor, cond: Conditions, generator: torch.Generator | None = None,
                        dropout: bool = True, capture: dict | None = None) -> Tensor:
-        """The diffusion loss of one batch; ``capture`` (a dict) receives the network's middle features."""
+        """The diffusion loss of one batch; ``capture`` (a dict) receives the network's features (``UNet.forward``)."""
         b = x0.shape[0]
         t = self.diffusion.sample_timesteps(b, x0.device, generator=generator)
         noise = self.diffusion.noise(tuple(x0.shape), device=x0.device, dtype=x0.dtype, generator=generator)
@@ -298,8 +298,8 @@ class DiffusionComponent(TrainableComponent):
         return loss
 
     def repa_loss(self, features: Tensor, x0: Tensor) -> Tensor:
-        """REPA's alignment loss (logged as ``train/repa``) between the network's middle ``features`` and the
-        frozen CLIP's features of the clean ``x0``."""
+        """REPA's alignment loss (logged as ``train/repa``) between the network's ``features`` (the one named by
+        ``repa.unet_feature``) and the frozen CLIP's features of the clean ``x0``."""
         self.clip  # noqa: B018 - moves the CLIP (which the feature reader holds) to this module's device
         loss = self.repa_head.loss(features, self.__dict__["_repa_features"](x0))
         self.log("train/repa", loss, on_step=True, batch_size=x0.shape[0])

@@ -20,7 +20,7 @@ from mav_train.nn.unet import UNet
 
 
 class RepaHead(nn.Module):
-    """The trained projector (two 1x1 convolutions) from the UNet's middle features to the CLIP layer's channels,
+    """The trained projector (two 1x1 convolutions) from the aligned UNet feature to the CLIP layer's channels,
     and the alignment loss: 1 - cosine similarity, averaged over positions (and frames)."""
 
     def __init__(self, in_channels: int, target_channels: int, hidden: int):
@@ -29,7 +29,7 @@ class RepaHead(nn.Module):
                                      nn.Conv2d(hidden, target_channels, 1))
 
     def loss(self, features: Tensor, target: Tensor) -> Tensor:
-        """``features``: the UNet's middle output (``b c h w``, or ``b c t h w`` for videos); ``target``: the CLIP
+        """``features``: the aligned UNet feature (``b c h w``, or ``b c t h w`` for videos); ``target``: the CLIP
         layer's feature map of the clean images (``n d H W``, n = b or b·t). The projection is resized to the
         target's grid (bilinear) when the two differ."""
         if features.ndim == 5:
@@ -102,7 +102,7 @@ def build_repa(cfg, network: nn.Module, clip: FrozenCLIP) -> tuple[RepaHead, Cli
     """The projector and the CLIP feature reader for ``cfg.repa``; the target's width is read from one forward
     pass of the CLIP tower."""
     if not isinstance(network, UNet):
-        raise ValueError(f"repa.weight > 0 needs a UNet network (its middle features); this component builds a "
+        raise ValueError(f"repa.weight > 0 needs a UNet network (its captured features); this component builds a "
                          f"{type(network).__name__}")
     reader = ClipFeatures(clip, cfg.repa.encoder_layer)
     size = clip.image_size
